@@ -1,0 +1,494 @@
+"""One client connection: read, parse, dispatch, write; keep-alive, pipelining, timeouts.
+
+Theory of operation
+-------------------
+A `Connection` lives in one worker's event loop. It is always in one of four states:
+
+    READING   waiting for (more of) a request; a deadline applies:
+                idle between requests   -> keep-alive timeout
+                part of a head received -> header timeout, counted from its first byte
+                inside a body           -> body timeout, counted from the last bytes received
+    BUSY      the app is running (in the loop thread, or in a pool thread with --threads > 1)
+    WRITING   the app is done but the client has not taken the whole response yet
+    LINGERING after refusing a request: our side is shut, what the client still sends is
+              read and dropped for a moment, so the kernel does not reset the connection
+              before the client has read our error response
+    CLOSED
+
+Bytes go to the sans-I/O parser; body pieces go to a `BodyBuffer`; the app runs only once the
+message is complete. Pipelined requests wait in the parser's buffer and are answered in order,
+one at a time. Any `HTTPError` from the parser is answered with its status and the connection
+closes, so nothing after a refused request is ever parsed.
+
+Writing: the connection is the `Output` of `wsgi.run_app`. It sends at once on the non-blocking
+socket and keeps what the kernel did not take; only when more than `HIGH_WATER` bytes are
+pending does the writer wait for the client (bounded by the send timeout). What is still
+pending when the app finishes is flushed by the loop, so a slow reader of an ordinary response
+never holds the loop or an app thread.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import select
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from brick.body import BodyBuffer
+from brick.errors import HTTPError
+from brick.loop import EVENT_READ, EVENT_WRITE, EventLoop
+from brick.parser import END, NEED_DATA, Limits, Request, RequestParser
+from brick.response import CONTINUE, error_response
+from brick.wsgi import ClientDisconnected, EnvironBuilder, Outcome, WSGIApp, run_app
+
+log = logging.getLogger("brick.error")
+
+READING, BUSY, WRITING, LINGERING, CLOSED = range(5)
+LINGER_TIME: Final = 2.0  # how long a refused client may keep sending before we close
+RECV_SIZE: Final = 256 * 1024
+HIGH_WATER: Final = 1 << 20  # pending response bytes before the writer waits for the client
+
+AccessLog = Callable[[Request, dict[str, Any], Outcome, float], None]
+DebugLog = Callable[[str, bytes], None]
+
+
+@dataclass(eq=False)
+class Service:
+    """What every connection of a worker shares: the app, limits, timeouts, logs."""
+
+    app: WSGIApp
+    loop: EventLoop
+    limits: Limits = field(default_factory=Limits)
+    keepalive_timeout: float = 5.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    send_timeout: float = 30.0
+    spool_threshold: int = 1 << 20
+    spool_dir: str | None = None
+    executor: Executor | None = None
+    access_log: AccessLog | None = None
+    debug_http: DebugLog | None = None
+    on_request_done: Callable[[], None] | None = None
+    connections: dict[int, Connection] = field(default_factory=dict)
+    draining: bool = False
+
+    def sweep(self, now: float) -> None:
+        """Close connections whose deadline passed. Called periodically by the worker."""
+        for conn in list(self.connections.values()):
+            if now >= conn.deadline:
+                if conn.state == READING:
+                    conn.timed_out()
+                elif conn.state == LINGERING:
+                    conn.close()
+
+    def close_idle(self) -> None:
+        """For a graceful stop: close every connection not in the middle of a request."""
+        for conn in list(self.connections.values()):
+            if conn.state == READING and conn.request is None and not conn.parser.buffered:
+                conn.close()
+
+
+class Connection:
+    __slots__ = (
+        "_head_logged",
+        "_in_process",
+        "_lingering",
+        "_registered",
+        "body",
+        "builder",
+        "deadline",
+        "fd",
+        "keep_alive",
+        "outbuf",
+        "parser",
+        "peer",
+        "request",
+        "service",
+        "sock",
+        "started",
+        "state",
+        "trusted",
+    )
+
+    def __init__(
+        self,
+        service: Service,
+        sock: socket.socket,
+        peer: tuple[str, str],
+        builder: EnvironBuilder,
+    ) -> None:
+        self.service = service
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.builder = builder
+        self.trusted = builder.is_trusted(peer[0])
+        self.parser = RequestParser(service.limits)
+        self.request: Request | None = None
+        self.body: BodyBuffer | None = None
+        self.outbuf = bytearray()
+        self.state = READING
+        self.keep_alive = True
+        self.started = time.monotonic()
+        self.deadline = self.started + service.keepalive_timeout
+        self._in_process = False
+        self._lingering = False
+        self._head_logged = False
+        service.connections[self.fd] = self
+        service.loop.register(self.fd, EVENT_READ, self)
+        self._registered = EVENT_READ
+
+    # -- events from the loop ----------------------------------------------------------
+
+    def handle_event(self, mask: int) -> None:
+        if mask & EVENT_WRITE and self.state == WRITING:
+            self._flush_ready()
+        elif mask & EVENT_READ:
+            if self.state == READING:
+                self._on_readable()
+            elif self.state == LINGERING:
+                self._discard()
+
+    def _discard(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self.close()  # the client is gone; nothing complete is left to answer
+            return
+        if self.request is None and not self.parser.buffered:
+            self.started = time.monotonic()  # the first byte of a new request head
+        self.parser.feed(data)
+        self.process()
+
+    # -- parsing -----------------------------------------------------------------------
+
+    def process(self) -> None:
+        """Pull events from the parser until it needs data or the connection is busy."""
+        if self._in_process:
+            return
+        self._in_process = True
+        parser = self.parser
+        try:
+            while self.state == READING:
+                event = parser.next_event()
+                if event is NEED_DATA:
+                    self._set_deadline()
+                    return
+                if type(event) is bytes:
+                    assert self.body is not None
+                    self.body.write(event)
+                elif type(event) is Request:
+                    self._start_request(event)
+                elif event is END:
+                    self._dispatch()
+        except HTTPError as exc:
+            self.refuse(exc.status, exc.detail)
+        finally:
+            self._in_process = False
+
+    def _start_request(self, request: Request) -> None:
+        self.request = request
+        service = self.service
+        if service.debug_http is not None:
+            self._head_logged = False
+            service.debug_http(
+                "<",
+                f"{request.method} {request.target} {request.version}\r\n".encode("latin-1")
+                + b"".join(n + b": " + v + b"\r\n" for n, v in request.headers),
+            )
+        if request.has_body:
+            self.body = BodyBuffer(service.spool_threshold, service.spool_dir)
+            # RFC 9110 §10.1.1: say 100 Continue before reading, unless the body is
+            # already arriving (then the client did not wait for us).
+            if request.expect_continue and not self.parser.buffered:
+                self._send_now(CONTINUE)
+
+    def _set_deadline(self) -> None:
+        service = self.service
+        if self.request is not None:
+            self.deadline = time.monotonic() + service.body_timeout
+        elif self.parser.buffered:
+            self.deadline = self.started + service.header_timeout
+        else:
+            self.deadline = time.monotonic() + service.keepalive_timeout
+
+    def timed_out(self) -> None:
+        if self.request is not None or self.parser.buffered:
+            log.debug("request timeout from %s", self.peer[0])
+            self.refuse(408, "request timeout")
+        else:
+            self.close()  # an idle keep-alive connection: close silently
+
+    def refuse(self, status: int, detail: str) -> None:
+        """Answer a refused request with its status, then close (RFC 9112 §9.6)."""
+        log.debug("refused request from %s: %d %s", self.peer[0], status, detail)
+        if self.service.access_log is not None and self.request is not None:
+            outcome = Outcome(f"{status} {detail}", [], 0, False)
+            self.service.access_log(self.request, {}, outcome, time.monotonic() - self.started)
+        self._release_body()
+        self.request = None
+        self.keep_alive = False
+        self.parser = RequestParser(self.service.limits)  # drop whatever was buffered
+        self._lingering = True
+        try:
+            self.write(error_response(status))
+        except ClientDisconnected:
+            self.close()
+            return
+        self._finish_response()
+
+    # -- running the app ---------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        request = self.request
+        assert request is not None
+        service = self.service
+        body = self.body
+        if body is not None:
+            wsgi_input = body.open()
+            length = body.length
+        else:
+            wsgi_input = io.BytesIO()
+            length = 0
+        environ = self.builder.build(request, wsgi_input, length, self.peer, self.trusted)
+        keep_alive = request.keep_alive and not service.draining
+        self.state = BUSY
+        if service.executor is None:
+            self._run(environ, request, keep_alive)
+        else:
+            self._unregister()
+            service.executor.submit(self._run_in_thread, environ, request, keep_alive)
+
+    def _run(self, environ: dict[str, Any], request: Request, keep_alive: bool) -> None:
+        try:
+            outcome = run_app(self.service.app, environ, request, self, keep_alive)
+        except ClientDisconnected:
+            log.debug("client %s went away during the response", self.peer[0])
+            self._release_body()
+            self.close()
+            return
+        self._app_done(environ, request, outcome)
+
+    def _run_in_thread(self, environ: dict[str, Any], request: Request, keep_alive: bool) -> None:
+        try:
+            outcome: Outcome | None = run_app(self.service.app, environ, request, self, keep_alive)
+        except ClientDisconnected:
+            outcome = None
+        except BaseException:  # never lose the hand-back to the loop
+            log.exception("unexpected error in an app thread")
+            outcome = None
+        self.service.loop.call_soon_threadsafe(
+            lambda: self._thread_done(environ, request, outcome)
+        )
+
+    def _thread_done(
+        self, environ: dict[str, Any], request: Request, outcome: Outcome | None
+    ) -> None:
+        if outcome is None:
+            self._release_body()
+            self.close()
+            return
+        self._app_done(environ, request, outcome)
+        if self.state == READING:
+            self.process()  # pipelined requests that arrived meanwhile
+
+    def _app_done(self, environ: dict[str, Any], request: Request, outcome: Outcome) -> None:
+        service = self.service
+        if service.access_log is not None:
+            service.access_log(request, environ, outcome, time.monotonic() - self.started)
+        self._release_body()
+        self.request = None
+        self.keep_alive = outcome.keep_alive
+        if service.on_request_done is not None:
+            service.on_request_done()
+        self._finish_response()
+
+    def _finish_response(self) -> None:
+        if self.state == CLOSED:
+            return
+        if self.outbuf:
+            self.state = WRITING
+            self._register(EVENT_WRITE)
+            return
+        self._response_sent()
+
+    def _response_sent(self) -> None:
+        if not self.keep_alive or (self.service.draining and not self.parser.buffered):
+            self._shutdown_and_close()
+            return
+        self.state = READING
+        self._register(EVENT_READ)
+        self.started = time.monotonic()
+        if not self._in_process and self.parser.buffered:
+            self.process()
+        elif not self.parser.buffered:
+            self.deadline = self.started + self.service.keepalive_timeout
+
+    def _release_body(self) -> None:
+        if self.body is not None:
+            self.body.close()
+            self.body = None
+
+    # -- the Output interface used by wsgi.run_app ---------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.service.debug_http is not None:
+            self._debug_response(data)
+        if self.outbuf:
+            self.outbuf += data
+        else:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                raise ClientDisconnected(str(exc)) from exc
+            if sent < len(data):
+                self.outbuf += memoryview(data)[sent:]
+        if len(self.outbuf) > HIGH_WATER:
+            self._drain()
+
+    def writev(self, parts: list[bytes]) -> None:
+        if self.outbuf or self.service.debug_http is not None:
+            for part in parts:
+                self.write(part)
+            return
+        try:
+            sent = self.sock.sendmsg(parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        for part in parts:
+            if sent >= len(part):
+                sent -= len(part)
+                continue
+            self.outbuf += memoryview(part)[sent:]
+            sent = 0
+        if len(self.outbuf) > HIGH_WATER:
+            self._drain()
+
+    def sendfile(self, fd: int, offset: int, count: int) -> int:
+        self._drain()
+        total = 0
+        while total < count:
+            try:
+                sent = os.sendfile(self.fd, fd, offset + total, count - total)
+            except (BlockingIOError, InterruptedError):
+                self._wait_writable()
+                continue
+            except OSError as exc:
+                raise ClientDisconnected(str(exc)) from exc
+            if sent == 0:
+                break  # the file ended early
+            total += sent
+        return total
+
+    def _send_now(self, data: bytes) -> None:
+        try:
+            self.write(data)
+        except ClientDisconnected:
+            self.close()
+
+    def _drain(self) -> None:
+        """Block (bounded by the send timeout) until every pending byte is sent."""
+        while self.outbuf:
+            self._wait_writable()
+            try:
+                sent = self.sock.send(self.outbuf)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                raise ClientDisconnected(str(exc)) from exc
+            del self.outbuf[:sent]
+
+    def _wait_writable(self) -> None:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLOUT)
+        if not poller.poll(self.service.send_timeout * 1000):
+            raise ClientDisconnected("send timeout")
+
+    def _flush_ready(self) -> None:
+        try:
+            sent = self.sock.send(self.outbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        del self.outbuf[:sent]
+        if not self.outbuf:
+            self._response_sent()
+
+    def _debug_response(self, data: bytes) -> None:
+        if self._head_logged or self.service.debug_http is None:
+            return
+        end = data.find(b"\r\n\r\n")
+        if end >= 0 and data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 100"):
+            self._head_logged = True
+            self.service.debug_http(">", data[: end + 2])
+
+    # -- registration and closing ------------------------------------------------------
+
+    def _register(self, events: int) -> None:
+        if self._registered == events:
+            return
+        loop = self.service.loop
+        if self._registered:
+            loop.modify(self.fd, events, self)
+        else:
+            loop.register(self.fd, events, self)
+        self._registered = events
+
+    def _unregister(self) -> None:
+        if self._registered:
+            self.service.loop.unregister(self.fd)
+            self._registered = 0
+
+    def _shutdown_and_close(self) -> None:
+        # Half-close first so the client reads the whole response before our FIN
+        # (RFC 9112 §9.6: a server closes in stages to avoid losing the response).
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        if not self._lingering:
+            self.close()
+            return
+        self.state = LINGERING
+        self.deadline = time.monotonic() + LINGER_TIME
+        self._register(EVENT_READ)
+
+    def close(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self._unregister()
+        self.service.connections.pop(self.fd, None)
+        self._release_body()
+        try:
+            self.sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,130 @@
+"""A small selectors event loop: readiness callbacks, timers, and a thread-safe wake-up.
+
+It knows nothing of HTTP. A registered object gets `handle_event(mask)` when its file
+descriptor is ready. Timers are kept in a heap; `call_soon_threadsafe` lets app threads hand
+work back to the loop thread through a self-pipe, which is the only cross-thread entry point.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import selectors
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+
+class Handler(Protocol):
+    def handle_event(self, mask: int) -> None: ...
+
+
+class Timer:
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class EventLoop:
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._ready: deque[Callable[[], None]] = deque()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector.register(self._wake_r, EVENT_READ, self)
+        self.running = False
+        self.on_tick: Callable[[], None] | None = None  # called once per iteration
+
+    # -- registration ------------------------------------------------------------------
+
+    def register(self, fd: int, events: int, handler: Handler) -> None:
+        self.selector.register(fd, events, handler)
+
+    def modify(self, fd: int, events: int, handler: Handler) -> None:
+        self.selector.modify(fd, events, handler)
+
+    def unregister(self, fd: int) -> None:
+        try:
+            self.selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
+    # -- scheduling --------------------------------------------------------------------
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(time.monotonic() + delay, callback)
+        heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
+        return timer
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            self._ready.append(callback)
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full, so the loop is already awake
+
+    def handle_event(self, mask: int) -> None:  # the wake-up pipe
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    # -- running -----------------------------------------------------------------------
+
+    def run_once(self, max_wait: float = 1.0) -> None:
+        timers = self._timers
+        timeout = max_wait
+        if self._ready:
+            timeout = 0.0
+        elif timers:
+            timeout = min(max_wait, max(0.0, timers[0][0] - time.monotonic()))
+        try:
+            events = self.selector.select(timeout)
+        except InterruptedError:
+            events = []
+        for key, mask in events:
+            key.data.handle_event(mask)
+        if timers:
+            now = time.monotonic()
+            while timers and timers[0][0] <= now:
+                timer = heapq.heappop(timers)[2]
+                if not timer.cancelled:
+                    timer.callback()
+        if self._ready:
+            with self._lock:
+                ready, self._ready = self._ready, deque()
+            for callback in ready:
+                callback()
+        if self.on_tick is not None:
+            self.on_tick()
+
+    def run(self, until: Callable[[], bool], max_wait: float = 1.0) -> None:
+        self.running = True
+        try:
+            while not until():
+                self.run_once(max_wait)
+        finally:
+            self.running = False
+
+    def close(self) -> None:
+        self.selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -1,0 +1,576 @@
+"""The WSGI glue (PEP 3333): request -> environ, the app call, and the app's answer -> output.
+
+Theory of operation
+-------------------
+`EnvironBuilder` turns a parsed `Request` plus a fully buffered body into the environ
+dict. It starts from a prepared base dict (the keys that never change for a listener)
+and caches header name -> `HTTP_*` key, so the per-request work is a dict copy and a
+loop over the headers.
+
+`run_app` runs one request/response cycle against an `Output` (anything with `write`,
+`writev` and `sendfile`; the connection's socket writer, or a memory buffer in tests).
+It implements `start_response` with `exc_info` semantics, the `write()` callable, the
+choice of body framing, `wsgi.file_wrapper` via `sendfile`, and always calls `close()`
+on the app's iterable. It never lets an app error escape: before the head is sent an
+error becomes a generic 500; after, the connection is marked to close.
+
+The app's status and headers are validated before any byte is sent, so a bad app can
+never produce a malformed response.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import stat
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any, Final, Protocol
+from urllib.parse import unquote_to_bytes
+
+from brick import __version__
+from brick.errors import AppError
+from brick.parser import Request
+from brick.response import (
+    CHUNK_END,
+    NO_BODY_STATUSES,
+    SERVER_HEADER,
+    build_head,
+    chunk,
+    date_header,
+    error_response,
+)
+
+log = logging.getLogger("brick.error")
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+ExcInfo = tuple[type[BaseException], BaseException, Any]
+
+SERVER_SOFTWARE: Final = f"brick/{__version__}"
+_STATUS_RE: Final = re.compile(r"[1-9][0-9]{2} [^\x00-\x08\x0a-\x1f\x7f]*")
+_FIELD_NAME_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE_BAD: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Hop-by-hop headers are the server's business (PEP 3333 §"Other HTTP Features").
+_HOP_BY_HOP: Final = frozenset(
+    {"keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers"}
+    | {"transfer-encoding", "upgrade"}
+)
+
+
+class ClientDisconnected(ConnectionError):
+    """The client went away while we were writing the response."""
+
+
+class Output(Protocol):
+    """Where a response goes. The connection implements it over a socket."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def writev(self, parts: list[bytes]) -> None: ...
+
+    def sendfile(self, fd: int, offset: int, count: int) -> int: ...
+
+
+class FileWrapper:
+    """`wsgi.file_wrapper`: iterates a file in blocks; `run_app` sends it with sendfile."""
+
+    def __init__(self, filelike: IO[bytes], blksize: int = 8192) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        close = getattr(filelike, "close", None)
+        if close is not None:
+            self.close = close
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        size = self.blksize
+        while data := read(size):
+            yield data
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened, for the access log and for keep-alive."""
+
+    status: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body_bytes: int = 0
+    keep_alive: bool = True
+
+
+# -- environ ------------------------------------------------------------------------------
+
+_KEY_CACHE: dict[bytes, str | None] = {}
+_KEY_CACHE_MAX: Final = 512
+
+
+def _environ_key(name: bytes) -> str | None:
+    key = _KEY_CACHE.get(name)
+    if key is None and name not in _KEY_CACHE:
+        upper = name.decode("latin-1").upper().replace("-", "_")
+        if upper == "CONTENT_TYPE":
+            key = "CONTENT_TYPE"
+        elif upper == "CONTENT_LENGTH":
+            key = None  # set from the parsed framing, never from the raw header
+        else:
+            key = "HTTP_" + upper
+        if len(_KEY_CACHE) < _KEY_CACHE_MAX:
+            _KEY_CACHE[name] = key
+    return key
+
+
+def decode_path(raw: str) -> str:
+    """PATH_INFO: the percent-decoded path, as latin-1 characters (PEP 3333 §Unicode)."""
+    if "%" not in raw:
+        return raw
+    return unquote_to_bytes(raw).decode("latin-1")
+
+
+def _split_host(host: str, default_port: str) -> tuple[str, str]:
+    if host.startswith("["):
+        end = host.find("]")
+        if end > 0:
+            rest = host[end + 1 :]
+            return host[: end + 1], rest[1:] if rest.startswith(":") else default_port
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        return name, port
+    return host, default_port
+
+
+class EnvironBuilder:
+    """Builds environ dicts for one listener. Create one per listening socket and worker."""
+
+    def __init__(
+        self,
+        *,
+        server_name: str,
+        server_port: str,
+        root_path: str = "",
+        multithread: bool = False,
+        multiprocess: bool = False,
+        errors: IO[str] | None = None,
+        forwarded_trusted_ips: frozenset[str] = frozenset(),
+        forwarded_trust_all: bool = False,
+    ) -> None:
+        self.root_path = root_path.rstrip("/")
+        self.server_name = server_name
+        self.server_port = server_port
+        self.trusted_ips = forwarded_trusted_ips
+        self.trust_all = forwarded_trust_all
+        self.base: dict[str, Any] = {
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
+            "SERVER_NAME": server_name,
+            "SERVER_PORT": server_port,
+            "SCRIPT_NAME": self.root_path,
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": errors if errors is not None else sys.stderr,
+            "wsgi.multithread": multithread,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+
+    def is_trusted(self, peer_ip: str) -> bool:
+        """May this peer set X-Forwarded-*? Unix-socket peers (no address) are trusted."""
+        return self.trust_all or not peer_ip or peer_ip in self.trusted_ips
+
+    def build(
+        self,
+        request: Request,
+        body: IO[bytes],
+        body_length: int,
+        peer: tuple[str, str],
+        trusted: bool,
+    ) -> dict[str, Any]:
+        environ = self.base.copy()
+        environ["REQUEST_METHOD"] = request.method
+        environ["QUERY_STRING"] = request.query
+        environ["RAW_URI"] = environ["REQUEST_URI"] = request.target
+        environ["SERVER_PROTOCOL"] = request.version
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
+        environ["wsgi.input"] = body
+        if request.content_length is not None or request.chunked:
+            # The body is fully buffered, so even a chunked upload has a known length:
+            # frameworks that only trust CONTENT_LENGTH (Django) still see the body.
+            environ["CONTENT_LENGTH"] = str(body_length)
+
+        forwarded: dict[str, str] | None = None
+        for name, value in request.headers:
+            key = _environ_key(name)
+            if key is None:
+                continue
+            text = value.decode("latin-1")
+            if key in environ and key.startswith("HTTP_"):
+                environ[key] += ", " + text  # RFC 9110 §5.3: repeated fields join with ","
+            else:
+                environ[key] = text
+            if trusted and key.startswith("HTTP_X_FORWARDED_"):
+                if forwarded is None:
+                    forwarded = {}
+                forwarded[key] = environ[key]
+
+        if request.host is not None:
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(
+                request.host, self.server_port
+            )
+            if request.scheme is not None and "HTTP_HOST" not in environ:
+                environ["HTTP_HOST"] = request.host
+        if request.scheme is not None:
+            environ["wsgi.url_scheme"] = request.scheme
+
+        path = decode_path(request.path) if request.path != "*" else ""
+        script_name = self.root_path
+        if forwarded is not None:
+            script_name = self._apply_forwarded(environ, forwarded, script_name)
+        if script_name:
+            environ["SCRIPT_NAME"] = script_name
+            if path == script_name or path.startswith(script_name + "/"):
+                path = path[len(script_name) :]
+        environ["PATH_INFO"] = path
+        return environ
+
+    def _apply_forwarded(
+        self, environ: dict[str, Any], forwarded: dict[str, str], script_name: str
+    ) -> str:
+        xff = forwarded.get("HTTP_X_FORWARDED_FOR")
+        if xff:
+            hops = [h.strip() for h in xff.split(",") if h.strip()]
+            if hops:
+                # The right-most hop is what our trusted proxy saw; step left only past
+                # proxies we explicitly trust. Anything further left is client-supplied.
+                i = len(hops) - 1
+                while i > 0 and not self.trust_all and hops[i] in self.trusted_ips:
+                    i -= 1
+                environ["REMOTE_ADDR"] = hops[i]
+        proto = forwarded.get("HTTP_X_FORWARDED_PROTO")
+        if proto:
+            proto = proto.split(",")[-1].strip().lower()
+            if proto in ("http", "https"):
+                environ["wsgi.url_scheme"] = proto
+        prefix = forwarded.get("HTTP_X_FORWARDED_PREFIX")
+        if prefix is not None:
+            prefix = decode_path(prefix.split(",")[0].strip()).rstrip("/")
+            if prefix == "" or prefix.startswith("/"):
+                return prefix
+        return script_name
+
+
+def empty_input() -> IO[bytes]:
+    return io.BytesIO(b"")
+
+
+# -- the app call -------------------------------------------------------------------------
+
+
+class _Cycle:
+    """State of one response while the app produces it."""
+
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "head_sent",
+        "headers",
+        "keep_alive",
+        "no_body",
+        "out",
+        "outcome",
+        "request",
+        "sent",
+        "status",
+        "status_code",
+    )
+
+    def __init__(self, request: Request, out: Output, keep_alive: bool) -> None:
+        self.request = request
+        self.out = out
+        self.status: str | None = None
+        self.status_code = 0
+        self.headers: list[tuple[str, str]] = []
+        self.head_sent = False
+        self.chunked = False
+        self.content_length: int | None = None
+        self.sent = 0
+        self.keep_alive = keep_alive
+        self.no_body = request.method == "HEAD"
+        self.outcome = Outcome()
+
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo | None = None,
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # break the traceback cycle (PEP 3333)
+        elif self.status is not None:
+            raise AppError("start_response called a second time without exc_info")
+        if type(status) is not str or not _STATUS_RE.fullmatch(status):
+            raise AppError(f"invalid status {status!r}")
+        if type(headers) is not list:
+            raise AppError("response headers must be a list")
+        content_length: int | None = None
+        for item in headers:
+            if type(item) is not tuple or len(item) != 2:
+                raise AppError(f"invalid header item {item!r}")
+            name, value = item
+            if type(name) is not str or not _FIELD_NAME_RE.fullmatch(name):
+                raise AppError(f"invalid header name {name!r}")
+            if type(value) is not str or _FIELD_VALUE_BAD.search(value):
+                raise AppError(f"invalid value for header {name!r}")
+            lname = name.lower()
+            if lname == "content-length":
+                if not value.isdigit() or not value.isascii():
+                    raise AppError(f"invalid Content-Length {value!r}")
+                content_length = int(value)
+            elif lname == "connection":
+                if "close" in value.lower():
+                    self.keep_alive = False
+            elif lname in _HOP_BY_HOP:
+                raise AppError(f"hop-by-hop header {name!r} is the server's business")
+        code = int(status[:3])
+        if code < 200:
+            raise AppError(f"informational status {status!r} cannot end a WSGI response")
+        self.status = status
+        self.status_code = code
+        self.headers = headers
+        self.content_length = content_length
+        if code in NO_BODY_STATUSES:
+            self.no_body = True
+        return self.write
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _head(self, known_length: int | None) -> bytes:
+        """Decide framing and build the head. `known_length`: the whole body's size if known."""
+        if self.status is None:
+            raise AppError("the app returned without calling start_response")
+        request = self.request
+        lines = []
+        has_date = has_server = False
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname == "connection":
+                continue  # we write our own
+            if lname == "date":
+                has_date = True
+            elif lname == "server":
+                has_server = True
+            lines.append(f"{name}: {value}\r\n")
+        code = self.status_code
+        if self.content_length is None and code not in NO_BODY_STATUSES:
+            if known_length is not None:
+                self.content_length = known_length
+                if not (self.no_body and known_length == 0):
+                    lines.append(f"Content-Length: {known_length}\r\n")
+            elif self.no_body:
+                pass  # HEAD of an unknown length: no framing header at all
+            elif request.version == "HTTP/1.1":
+                self.chunked = True
+                lines.append("Transfer-Encoding: chunked\r\n")
+            else:
+                self.keep_alive = False  # close-delimited (RFC 9112 §6.3 rule 8)
+        if not has_date:
+            lines.append(date_header())
+        if not has_server:
+            lines.append(SERVER_HEADER)
+        if not self.keep_alive:
+            lines.append("Connection: close\r\n")
+        elif request.version == "HTTP/1.0":
+            lines.append("Connection: keep-alive\r\n")
+        self.head_sent = True
+        return build_head(self.status, "".join(lines))
+
+    def write(self, data: bytes) -> None:
+        """The `write()` callable, and the path every body piece takes."""
+        if type(data) is not bytes:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                data = bytes(data)
+            else:
+                raise AppError(f"body data must be bytes, not {type(data).__name__}")
+        if not self.head_sent:
+            if self.status is None:
+                raise AppError("write() called before start_response")
+            head = self._head(None)
+            if not data:
+                self.out.write(head)
+                return
+            data = self._fit(data)
+            if self.chunked:
+                self.out.writev([head, *chunk(data)])
+            else:
+                self.out.writev([head, data])
+            return
+        if not data:
+            return
+        data = self._fit(data)
+        if not data:
+            return
+        if self.chunked:
+            self.out.writev(chunk(data))
+        else:
+            self.out.write(data)
+
+    def _fit(self, data: bytes) -> bytes:
+        """Count the body; never send past the Content-Length, nor any body for HEAD/304."""
+        if self.no_body:
+            self.sent += len(data)
+            return b""
+        limit = self.content_length
+        if limit is not None and self.sent + len(data) > limit:
+            log.error(
+                "app sent more than its Content-Length (%d) for %s %s; excess dropped",
+                limit,
+                self.request.method,
+                self.request.target,
+            )
+            data = data[: max(0, limit - self.sent)]
+        self.sent += len(data)
+        return data
+
+    def finish(self) -> None:
+        if not self.head_sent:
+            self.out.write(self._head(0))
+            return
+        if self.chunked:
+            self.out.write(CHUNK_END)
+        elif (
+            self.content_length is not None
+            and not self.no_body
+            and self.sent < self.content_length
+        ):
+            log.error(
+                "app sent %d of its %d-byte Content-Length for %s %s; closing the connection",
+                self.sent,
+                self.content_length,
+                self.request.method,
+                self.request.target,
+            )
+            self.keep_alive = False
+
+    def send_whole(self, parts: list[bytes] | tuple[bytes, ...]) -> None:
+        """A body the app gave as a list: one vectored write with a Content-Length."""
+        for p in parts:
+            if type(p) is not bytes:
+                raise AppError(f"body data must be bytes, not {type(p).__name__}")
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self.status is None:
+            raise AppError("the app returned without calling start_response")
+        if self.content_length is not None:
+            head = self._head(None)
+            body = self._fit(body)
+            if body:
+                self.out.writev([head, body])
+            else:
+                self.out.write(head)
+            self.finish()
+            return
+        head = self._head(len(body))
+        if self.no_body or not body:
+            self.sent = len(body)
+            self.out.write(head)
+        else:
+            self.sent = len(body)
+            self.out.writev([head, body])
+
+    def send_file(self, wrapper: FileWrapper) -> bool:
+        """Send a `wsgi.file_wrapper` with sendfile. False if the file does not allow it."""
+        filelike = wrapper.filelike
+        try:
+            fd = filelike.fileno()
+            st = os.fstat(fd)
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            return False
+        if not stat.S_ISREG(st.st_mode) or self.no_body:
+            return False
+        try:
+            offset = filelike.tell()
+        except (OSError, io.UnsupportedOperation):
+            return False
+        available = max(0, st.st_size - offset)
+        count = self.content_length if self.content_length is not None else available
+        head = self._head(available if self.content_length is None else None)
+        self.out.write(head)
+        sent = self.out.sendfile(fd, offset, min(count, available)) if count else 0
+        self.sent = sent
+        if sent < count:
+            log.error("file shorter than its Content-Length; closing the connection")
+            self.keep_alive = False
+        return True
+
+
+def run_app(app: WSGIApp, environ: dict[str, Any], request: Request, out: Output,
+            keep_alive: bool = True) -> Outcome:
+    """Run one request/response cycle. Never raises, except `ClientDisconnected`."""
+    cycle = _Cycle(request, out, keep_alive)
+    result: Iterable[bytes] | None = None
+    try:
+        result = app(environ, cycle.start_response)
+        if type(result) is list or type(result) is tuple:
+            if result:
+                cycle.send_whole(result)
+            else:
+                cycle.finish()
+        elif type(result) is FileWrapper and cycle.status is not None:
+            if not cycle.send_file(result):
+                for data in result:
+                    cycle.write(data)
+                cycle.finish()
+        else:
+            for data in result:
+                cycle.write(data)
+            cycle.finish()
+    except ClientDisconnected:
+        cycle.keep_alive = False
+        _close_iterable(result, environ)
+        raise
+    except Exception as exc:
+        _app_failed(cycle, environ, exc)
+    _close_iterable(result, environ)
+    outcome = cycle.outcome
+    outcome.status = cycle.status or "500 Internal Server Error"
+    outcome.headers = cycle.headers
+    outcome.body_bytes = cycle.sent if not cycle.no_body else 0
+    outcome.keep_alive = cycle.keep_alive
+    return outcome
+
+
+def _app_failed(cycle: _Cycle, environ: dict[str, Any], exc: Exception) -> None:
+    where = f"{environ.get('REQUEST_METHOD')} {environ.get('RAW_URI')}"
+    if isinstance(exc, AppError):
+        log.error("WSGI contract violation in %s: %s", where, exc)
+    else:
+        log.error("error handling %s", where, exc_info=exc)
+    cycle.keep_alive = False
+    if cycle.head_sent:
+        return  # the response is half-sent: the only honest thing left is closing
+    cycle.status = "500 Internal Server Error"
+    cycle.headers = []
+    cycle.no_body = False
+    body = error_response(500)
+    cycle.sent = len(b"500 Internal Server Error\n")
+    cycle.head_sent = True
+    cycle.out.write(body)
+
+
+def _close_iterable(result: object, environ: dict[str, Any]) -> None:
+    close = getattr(result, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception:
+        log.exception(
+            "error closing the app iterator for %s %s",
+            environ.get("REQUEST_METHOD"),
+            environ.get("RAW_URI"),
+        )
