@@ -102,6 +102,7 @@ class Connection:
         "_registered",
         "body",
         "builder",
+        "busy_since",
         "deadline",
         "fd",
         "keep_alive",
@@ -136,6 +137,7 @@ class Connection:
         self.state = READING
         self.keep_alive = True
         self.started = time.monotonic()
+        self.busy_since = 0.0
         self.deadline = self.started + service.keepalive_timeout
         self._in_process = False
         self._lingering = False
@@ -274,6 +276,7 @@ class Connection:
         environ = self.builder.build(request, wsgi_input, length, self.peer, self.trusted)
         keep_alive = request.keep_alive and not service.draining
         self.state = BUSY
+        self.busy_since = time.monotonic()
         if service.executor is None:
             self._run(environ, request, keep_alive)
         else:

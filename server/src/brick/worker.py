@@ -24,7 +24,7 @@ from types import FrameType
 from typing import IO, Any, cast
 
 from brick.config import Config
-from brick.connection import Connection, Service
+from brick.connection import BUSY, Connection, Service
 from brick.listeners import server_name_port
 from brick.logs import AccessLog, LogFile, debug_http_printer, reopen_logs
 from brick.loop import EVENT_READ, EventLoop
@@ -214,15 +214,29 @@ class Worker:
             return True
         return False
 
+    def progress_since(self, now: float) -> float:
+        """For the heartbeat: `now`, or when the oldest request still in an app thread began.
+
+        With one thread the loop runs the app itself, so a stuck app stops the heartbeat.
+        With a pool the loop keeps running, so a stuck request must hold the clock back.
+        """
+        if self.service.executor is None:
+            return now
+        oldest = now
+        for conn in self.service.connections.values():
+            if conn.state == BUSY and conn.busy_since < oldest:
+                oldest = conn.busy_since
+        return oldest
+
     def _tick(self) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat()
         if self._signal is not None:
             self._handle_signal(self._signal)
         now = time.monotonic()
         if now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_INTERVAL
+        if self.heartbeat is not None:
+            self.heartbeat()
         self.service.sweep(now)
         if self.stopping:
             self.service.close_idle()
