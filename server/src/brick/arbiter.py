@@ -53,7 +53,7 @@ WORKER_BOOT_ERROR = 3  # a worker's exit code when the app cannot be loaded
 HEARTBEAT_SLOTS = 1024
 KILL_GRACE = 2.0  # seconds between SIGABRT and SIGKILL for a timed-out worker
 _SLOT = struct.Struct("d")
-SIGNAL_NAMES = {
+SIGNAL_NAMES: dict[int, str] = {
     signal.SIGHUP: "hup",
     signal.SIGQUIT: "quit",
     signal.SIGINT: "int",
@@ -183,9 +183,7 @@ class Arbiter:
         self._setup_signals()
         self._write_pidfile()
         _set_title(f"master [{self.config.proc_name or self.config.wsgi_app}]")
-        log.info(
-            "Booting %d worker(s), %d thread(s) each", self.num_workers, self.config.threads
-        )
+        log.info("Booting %d worker(s), %d thread(s) each", self.num_workers, self.config.threads)
         try:
             self.maintain()
             while True:
@@ -364,8 +362,8 @@ class Arbiter:
         if self.stopping and graceful:
             return
         self.stopping = True
-        timeout = self.config.graceful_timeout if graceful else min(
-            self.config.graceful_timeout, 5.0
+        timeout = (
+            self.config.graceful_timeout if graceful else min(self.config.graceful_timeout, 5.0)
         )
         self.stop_deadline = self.ops.now() + timeout
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
@@ -441,15 +439,18 @@ class Arbiter:
             except Exception as exc:
                 if not isinstance(exc, AppImportError):
                     log.debug("error loading the app", exc_info=True)
-                reason = str(exc) if isinstance(exc, AppImportError) else (
-                    f"error loading the app: {exc.__class__.__name__}: {exc}"
+                reason = (
+                    str(exc)
+                    if isinstance(exc, AppImportError)
+                    else (f"error loading the app: {exc.__class__.__name__}: {exc}")
                 )
                 data = reason.encode("utf-8", "replace")[:4000] + b"\0"
                 self.boot_error[: len(data)] = data
                 return WORKER_BOOT_ERROR
         sockets = self.sockets
         if self.config.reuse_port:
-            sockets = [self._own_socket(s, a) for s, a in zip(self.sockets, self.addresses)]
+            pairs = zip(self.sockets, self.addresses, strict=True)
+            sockets = [self._own_socket(sock, address) for sock, address in pairs]
         heartbeats = self.heartbeats
         monotonic = time.monotonic
 

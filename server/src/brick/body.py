@@ -35,7 +35,7 @@ class BodyBuffer:
                 return
             self._mem += data
             if len(self._mem) > self.threshold:
-                self._file = tempfile.TemporaryFile(prefix="brick-body-", dir=self.tmpdir)
+                self._file = tempfile.TemporaryFile(prefix="brick-body-", dir=self.tmpdir)  # noqa: SIM115
                 self._file.write(self._mem)
                 self._mem = bytearray()
         except OSError as exc:

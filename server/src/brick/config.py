@@ -237,17 +237,28 @@ class Config:
         action="store_true",
     )
     pidfile: str | None = opt(
-        None, "-p", "--pid", help="write the master's PID to this file", check=_opt_str,
+        None,
+        "-p",
+        "--pid",
+        help="write the master's PID to this file",
+        check=_opt_str,
         metavar="FILE",
     )
     proc_name: str | None = opt(
-        None, "-n", "--name", help="process title base (needs setproctitle)", check=_opt_str,
+        None,
+        "-n",
+        "--name",
+        help="process title base (needs setproctitle)",
+        check=_opt_str,
         metavar="STRING",
     )
     # -- loading the app
     chdir: str | None = opt(
-        None, "--chdir", help="change to this directory before loading the app",
-        check=_opt_str, metavar="DIR",
+        None,
+        "--chdir",
+        help="change to this directory before loading the app",
+        check=_opt_str,
+        metavar="DIR",
     )
     pythonpath: list[str] = opt(
         None,
@@ -323,8 +334,11 @@ class Config:
         metavar="BYTES",
     )
     tmp_upload_dir: str | None = opt(
-        None, "--tmp-upload-dir", help="directory for spooled request bodies",
-        check=_opt_str, metavar="DIR",
+        None,
+        "--tmp-upload-dir",
+        help="directory for spooled request bodies",
+        check=_opt_str,
+        metavar="DIR",
     )
     # -- proxies and mounting
     forwarded_allow_ips: list[str] = opt(
@@ -347,8 +361,11 @@ class Config:
     )
     # -- logging
     accesslog: str | None = opt(
-        None, "--access-logfile", help="access log file, '-' for stdout (default: none)",
-        check=_opt_str, metavar="FILE",
+        None,
+        "--access-logfile",
+        help="access log file, '-' for stdout (default: none)",
+        check=_opt_str,
+        metavar="FILE",
     )
     access_log_format: str = opt(
         DEFAULT_ACCESS_LOG_FORMAT,
@@ -358,12 +375,19 @@ class Config:
         metavar="FORMAT",
     )
     errorlog: str = opt(
-        "-", "--error-logfile", "--log-file", help="error log file, '-' for stderr",
-        check=_str, metavar="FILE",
+        "-",
+        "--error-logfile",
+        "--log-file",
+        help="error log file, '-' for stderr",
+        check=_str,
+        metavar="FILE",
     )
     loglevel: str = opt(
-        "info", "--log-level", help="error log level: " + ", ".join(LOG_LEVELS),
-        check=_log_level, metavar="LEVEL",
+        "info",
+        "--log-level",
+        help="error log level: " + ", ".join(LOG_LEVELS),
+        check=_log_level,
+        metavar="LEVEL",
     )
     debug_http: bool = opt(
         False,
@@ -377,12 +401,14 @@ class Config:
         """Re-check every field (values from a config file arrive untyped)."""
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None and f.default is None and f.default_factory is None:  # type: ignore[misc]
+            if value is None and f.default is None and f.default_factory is None:
                 continue
             try:
                 setattr(self, f.name, f.metadata["check"](value))
             except (ValueError, TypeError) as exc:
-                raise ConfigError(f"invalid value for {option_name(f.name)}: {value!r} ({exc})")
+                raise ConfigError(
+                    f"invalid value for {option_name(f.name)}: {value!r} ({exc})"
+                ) from None
 
 
 def option_name(name: str) -> str:
@@ -404,7 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument(
-        "wsgi_app", nargs="?", metavar="MODULE:CALLABLE",
+        "wsgi_app",
+        nargs="?",
+        metavar="MODULE:CALLABLE",
         help="the WSGI app, e.g. myapp:app or myapp:create_app()",
     )
     parser.add_argument("-c", "--config", metavar="FILE", help="a Python config file")
@@ -437,7 +465,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     try:
         namespace = runpy.run_path(path)
     except Exception as exc:
-        raise ConfigError(f"error in config file {path}: {exc.__class__.__name__}: {exc}")
+        raise ConfigError(f"error in config file {path}: {exc.__class__.__name__}: {exc}") from None
     known = {f.name for f in fields(Config)}
     return {k: v for k, v in namespace.items() if k in known}
 
@@ -461,7 +489,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Invo
         try:
             from_env = vars(parser.parse_args(shlex.split(env_args)))
         except ValueError as exc:
-            raise ConfigError(f"invalid BRICK_CMD_ARGS: {exc}")
+            raise ConfigError(f"invalid BRICK_CMD_ARGS: {exc}") from None
 
     config_path = cli.pop("config", None) or from_env.pop("config", None)
     from_env.pop("config", None)

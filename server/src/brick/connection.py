@@ -301,9 +301,7 @@ class Connection:
         except BaseException:  # never lose the hand-back to the loop
             log.exception("unexpected error in an app thread")
             outcome = None
-        self.service.loop.call_soon_threadsafe(
-            lambda: self._thread_done(environ, request, outcome)
-        )
+        self.service.loop.call_soon_threadsafe(lambda: self._thread_done(environ, request, outcome))
 
     def _thread_done(
         self, environ: dict[str, Any], request: Request, outcome: Outcome | None

@@ -94,7 +94,5 @@ def load_app(spec: str) -> Any:
                 f"app factory {module_name}:{attr} failed: {exc.__class__.__name__}: {exc}"
             ) from None
     if not callable(obj):
-        raise AppImportError(
-            f"{module_name}:{attr} is not callable (it is a {type(obj).__name__})"
-        )
+        raise AppImportError(f"{module_name}:{attr} is not callable (it is a {type(obj).__name__})")
     return obj

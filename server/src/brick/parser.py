@@ -95,9 +95,7 @@ class Request:
 
 
 # RFC 9110 §5.6.2: token characters.
-_TCHAR: Final = (
-    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
+_TCHAR: Final = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Bytes allowed anywhere in a head: visible ASCII, SP, HTAB, obs-text, and CR/LF as line
 # ends (RFC 9110 §5.5). Everything else (NUL, other controls, DEL) is refused.
 _HEAD_BYTES: Final = bytes(range(0x20, 0x7F)) + b"\t\r\n" + bytes(range(0x80, 0x100))
@@ -108,7 +106,13 @@ _TOKEN_RE: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _QUOTED_RE: Final = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 # RFC 9112 §7.1.1: chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )
 _CHUNK_EXT_RE: Final = re.compile(
-    rb"(?:[ \t]*;[ \t]*" + _TOKEN_RE + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN_RE + rb"|" + _QUOTED_RE + rb"))?)*"
+    rb"(?:[ \t]*;[ \t]*"
+    + _TOKEN_RE
+    + rb"(?:[ \t]*=[ \t]*(?:"
+    + _TOKEN_RE
+    + rb"|"
+    + _QUOTED_RE
+    + rb"))?)*"
 )
 _HEX: Final = b"0123456789abcdefABCDEF"
 _KNOWN_CODINGS: Final = frozenset({b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"})

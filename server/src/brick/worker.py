@@ -17,11 +17,12 @@ import os
 import random
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import IO, Any, cast
+from typing import IO, cast
 
 from brick.config import Config
 from brick.connection import BUSY, Connection, Service
@@ -150,7 +151,9 @@ class Worker:
             spool_dir=config.tmp_upload_dir,
             executor=executor,
             access_log=access_log,
-            debug_http=debug_http_printer(errors_stream or _stderr()) if config.debug_http else None,
+            debug_http=(
+                debug_http_printer(errors_stream or sys.stderr) if config.debug_http else None
+            ),
             on_request_done=self._request_done,
         )
         trust_all = "*" in config.forwarded_allow_ips
@@ -242,9 +245,12 @@ class Worker:
             self.service.close_idle()
             return
         for listener in self.listeners:
-            if not listener.active and now >= listener.paused_until:
-                if len(self.service.connections) < listener.limit:
-                    listener.start()
+            if (
+                not listener.active
+                and now >= listener.paused_until
+                and len(self.service.connections) < listener.limit
+            ):
+                listener.start()
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             log.warning("the master (pid %d) is gone; stopping", self.parent_pid)
             self.begin_stop(graceful=True)
@@ -278,9 +284,3 @@ class Worker:
             listener.pause(float("inf"))
         self.service.draining = True
         self.service.close_idle()
-
-
-def _stderr() -> Any:
-    import sys
-
-    return sys.stderr

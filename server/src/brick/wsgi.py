@@ -444,9 +444,7 @@ class _Cycle:
         if self.chunked:
             self.out.write(CHUNK_END)
         elif (
-            self.content_length is not None
-            and not self.no_body
-            and self.sent < self.content_length
+            self.content_length is not None and not self.no_body and self.sent < self.content_length
         ):
             log.error(
                 "app sent %d of its %d-byte Content-Length for %s %s; closing the connection",
@@ -508,8 +506,9 @@ class _Cycle:
         return True
 
 
-def run_app(app: WSGIApp, environ: dict[str, Any], request: Request, out: Output,
-            keep_alive: bool = True) -> Outcome:
+def run_app(
+    app: WSGIApp, environ: dict[str, Any], request: Request, out: Output, keep_alive: bool = True
+) -> Outcome:
     """Run one request/response cycle. Never raises, except `ClientDisconnected`."""
     cycle = _Cycle(request, out, keep_alive)
     result: Iterable[bytes] | None = None
