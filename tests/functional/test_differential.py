@@ -58,6 +58,13 @@ REQUESTS = {
         "GET {mount}/%65nviron HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     ),
     "http-1.0": "GET {mount}/environ HTTP/1.0\r\nHost: localhost\r\n\r\n",
+    # RFC 9112 §3.2.2: a server must accept the absolute form of the request target.
+    "absolute-form": (
+        "GET http://localhost{mount}/environ?x=1 HTTP/1.1\r\n"
+        "Host: localhost\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+    ),
     "content-length": (
         "POST {mount}/environ HTTP/1.1\r\n"
         "Host: localhost\r\n"
@@ -75,6 +82,15 @@ REQUESTS = {
         "Connection: close\r\n"
         "\r\n"
         "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    ),
+    "expect-continue": (
+        "POST {mount}/environ HTTP/1.1\r\n"
+        "Host: localhost\r\n"
+        "Expect: 100-continue\r\n"
+        "Content-Length: 2\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+        "hi"
     ),
     "forwarded": (
         "GET {mount}/environ HTTP/1.1\r\n"
@@ -119,7 +135,29 @@ class Difference:
 
 
 # (request name, or "*" for every request; environ key) -> the difference.
-DIFFERENCES: dict[tuple[str, str], Difference] = {}
+DIFFERENCES: dict[tuple[str, str], Difference] = {
+    ("chunked", "CONTENT_LENGTH"): Difference(
+        "11",
+        None,
+        "brick buffers the whole body before calling the app, so it knows the decoded length "
+        "of a chunked upload and sets CONTENT_LENGTH to it (RFC 3875 §4.1.2: the length after "
+        "transfer-codings are removed), which frameworks that only trust CONTENT_LENGTH "
+        "(Django) need; gunicorn streams the body and sets none (PEP 3333 allows absent)",
+    ),
+    ("forwarded", "REMOTE_ADDR"): Difference(
+        "203.0.113.7",
+        "127.0.0.1",
+        "from a trusted proxy (forwarded-allow-ips) brick takes the client address from "
+        "X-Forwarded-For, so behind nginx the app sees the real client; gunicorn does not "
+        "read X-Forwarded-For and leaves REMOTE_ADDR as the peer's address",
+    ),
+    ("header-forms", "HTTP_X_REPEATED"): Difference(
+        "one, two",
+        "one,two",
+        "repeated field lines are joined into one list value: RFC 9110 §5.3 allows a comma "
+        "with optional whitespace; brick writes ', ', gunicorn ','. Same meaning",
+    ),
+}
 
 
 @dataclass
