@@ -5,14 +5,15 @@
 The script binds two sockets on 127.0.0.1 and hands them to the servers as `--bind fd://N`,
 so the servers need no start-up wait and no port can race. It then runs the same curl
 requests against both, prints each answer (status line, headers, body) one after the other,
-and says whether status and body agree. Both servers are stopped before it exits, and every
-request, like the whole run, has a time limit.
+and says whether status and body agree (each server's own port aside). Both servers are
+stopped before it exits, and every request, like the whole run, has a time limit.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -130,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() > deadline:
                 print(f"stopping: the run took longer than {options.timeout:g} s")
                 break
-            shown = " ".join(args)
-            print(f"\n===== curl -i {shown + ' ' if shown else ''}{root_path}{path}")
+            print(f"\n===== {shlex.join(['curl', '-i', *args, root_path + path])}")
             answers = {}
             for name, (process, port) in servers.items():
                 if process.poll() is not None:
@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                     print((logdir / f"{name}.log").read_text(errors="replace")[-4000:])
                     return 1
                 text, status, body = curl(f"http://127.0.0.1:{port}{root_path}{path}", args)
-                answers[name] = (status, body)
+                # Each server names its own port in URLs; that difference is expected.
+                answers[name] = (status, body.replace(f"127.0.0.1:{port}", "127.0.0.1:PORT"))
                 print(f"----- {name} (127.0.0.1:{port})")
                 print(text.rstrip("\n"))
             if answers["brick"] == answers["gunicorn"]:
