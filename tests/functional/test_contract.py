@@ -198,9 +198,10 @@ def test_stream_sends_each_line_as_it_is_produced(site: Site) -> None:
         connection.close()
     assert lines == [f"chunk {n} of {chunks}\n".encode() for n in range(1, chunks + 1)]
     # The app sleeps `delay` between lines. Had the server buffered the body, the lines
-    # would arrive together; streamed, they arrive about `delay` apart.
+    # would arrive together; streamed, they arrive about `delay` apart. (A third of it
+    # leaves room for a loaded machine.)
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-    assert min(gaps) > delay / 2, gaps
+    assert min(gaps) > delay / 3, gaps
 
 
 @pytest.mark.parametrize("chunks", [0, 1, 3])
