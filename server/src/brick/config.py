@@ -2,21 +2,29 @@
 
 The command line, `BRICK_CMD_ARGS`, the config file (`-c`, a Python file of `name = value`
 lines, as gunicorn's) and the environment all fill this one dataclass. Its field metadata
-generates the argparse parser, so `--help`, the docs and the code cannot drift apart.
+generates the argparse parser, `--help`, `--print-config` and docs/configuration.md, so
+they cannot drift apart.
 
-Precedence: defaults (some read from the environment: PORT, WEB_CONCURRENCY,
-FORWARDED_ALLOW_IPS, SCRIPT_NAME) < config file < BRICK_CMD_ARGS < command line.
-Option names and meanings follow gunicorn's wherever the two servers share an option.
+Precedence, lowest first: defaults, some read from the environment (PORT, WEB_CONCURRENCY,
+FORWARDED_ALLOW_IPS, SCRIPT_NAME); the config file; BRICK_CMD_ARGS; the command line.
+Every value, whatever its source, goes through its field's check, and a bad one is reported
+in one line naming where it came from (a `ConfigError`: the command exits 2).
+
+Option names and meanings follow gunicorn's wherever the two servers share an option, so a
+gunicorn command line works with brick for those.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib
+import ipaddress
 import os
 import runpy
 import shlex
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from brick import __version__
@@ -24,17 +32,43 @@ from brick.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
+# gunicorn reads 0 as "no limit" for these; brick keeps a ceiling so one client cannot make a
+# worker buffer gigabytes of request head. 32768 fields is gunicorn's own ceiling.
+MAX_REQUEST_LINE = 1 << 20
+MAX_HEADER_FIELDS = 32768
+MAX_FIELD_SIZE = 1 << 20
+
 
 # -- value checks: each takes what the user wrote and returns the typed value -----------
+# They raise ValueError with a short phrase ("expected ..."); the caller adds which option
+# and which source the value came from.
 
 
 def _int(minimum: int) -> Callable[[object], int]:
     def check(value: object) -> int:
-        if isinstance(value, bool):
-            raise ValueError("expected a whole number")
-        number = int(value) if isinstance(value, (int, str)) else None
-        if number is None or number < minimum:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ValueError(f"expected a whole number >= {minimum}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"expected a whole number >= {minimum}") from None
+        if number < minimum:
+            raise ValueError(f"expected a whole number >= {minimum}")
+        return number
+
+    return check
+
+
+def _limit(minimum: int, ceiling: int) -> Callable[[object], int]:
+    """A size limit where 0 means "no limit" (as gunicorn), i.e. brick's ceiling."""
+    whole = _int(0)
+
+    def check(value: object) -> int:
+        number = whole(value)
+        if number == 0:
+            return ceiling
+        if not minimum <= number <= ceiling:
+            raise ValueError(f"expected 0 (no limit) or a whole number from {minimum} to {ceiling}")
         return number
 
     return check
@@ -43,8 +77,11 @@ def _int(minimum: int) -> Callable[[object], int]:
 def _seconds(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError("expected a number of seconds")
-    number = float(value)
-    if not number >= 0 or number == float("inf"):
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not 0 <= number < float("inf"):  # also refuses NaN
         raise ValueError("expected a number of seconds >= 0")
     return number
 
@@ -82,6 +119,41 @@ def _comma_list(value: object) -> list[str]:
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
 
 
+def _ip_list(value: object) -> list[str]:
+    """'*', IP addresses or networks, comma-separated; addresses in canonical form."""
+    result = []
+    for item in _comma_list(value):
+        if item == "*":
+            result.append(item)
+            continue
+        try:
+            result.append(ipaddress.ip_address(item).compressed)
+            continue
+        except ValueError:
+            pass
+        try:
+            result.append(ipaddress.ip_network(item).compressed)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address, a network or '*'") from None
+    return result
+
+
+class _AnyAtom(dict[str, object]):
+    """Stands for every access-log atom when a format is checked: fits %s, %d and %f."""
+
+    def __missing__(self, key: str) -> object:
+        return 0
+
+
+def _log_format(value: object) -> str:
+    text = _str(value)
+    try:
+        text % _AnyAtom()
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"expected a %(atom)s format: {exc}") from None
+    return text
+
+
 def _log_level(value: object) -> str:
     text = _str(value).lower()
     if text not in LOG_LEVELS:
@@ -100,6 +172,8 @@ def _bind(value: object) -> list[str]:
     from brick.listeners import parse_address
 
     binds = _str_list(value)
+    if not binds:
+        raise ValueError("expected at least one address")
     for bind in binds:
         parse_address(bind)
     return binds
@@ -115,31 +189,53 @@ def opt(
     check: Callable[[object], Any],
     metavar: str | None = None,
     action: str | None = None,
-    default_factory: Callable[[], Any] | None = None,
+    env: str | None = None,
+    env_value: Callable[[str], object] | None = None,
+    env_help: str | None = None,
+    default_help: str | None = None,
 ) -> Any:
-    meta = {"flags": flags, "help": help, "check": check, "metavar": metavar, "action": action}
-    if default_factory is not None:
-        return field(default_factory=default_factory, metadata=meta)
-    return field(default=default, metadata=meta)
+    """A Config field. `env` names an environment variable that, when set and not empty,
+    replaces the default (through `env_value`, then `check`); `env_help` says so in --help.
+    `default_help` describes a default whose value alone says little."""
+    meta = {
+        "flags": flags,
+        "help": help,
+        "check": check,
+        "metavar": metavar,
+        "action": action,
+        "default": default,
+        "env": env,
+        "env_value": env_value or (lambda text: text),
+        "env_help": env_help or (f"${env} when set" if env else None),
+        "default_help": default_help,
+    }
+    if env is None and not isinstance(default, list):
+        return field(default=default, metadata=meta)
+
+    def factory() -> Any:
+        value = _env_default(meta, os.environ)
+        return copy.copy(default) if value is _UNSET else value
+
+    return field(default_factory=factory, metadata=meta)
 
 
-def _default_bind() -> list[str]:
-    port = os.environ.get("PORT")
-    return [f"0.0.0.0:{port}"] if port else ["127.0.0.1:8000"]
+_UNSET: Any = object()
 
 
-def _default_workers() -> int:
+def _env_default(meta: Mapping[str, Any], environ: Mapping[str, str]) -> Any:
+    """The checked value the environment gives this option, or _UNSET.
+
+    A bad environment value is ignored here (a Config built directly still works); `parse`
+    reports it as an error.
+    """
+    name = meta["env"]
+    text = environ.get(name, "") if name else ""
+    if not text:
+        return _UNSET
     try:
-        return max(1, int(os.environ.get("WEB_CONCURRENCY", "1")))
+        return meta["check"](meta["env_value"](text))
     except ValueError:
-        return 1
-
-
-def _env(name: str, default: str) -> Callable[[], str]:
-    return lambda: os.environ.get(name, default)
-
-
-DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+        return _UNSET
 
 
 @dataclass
@@ -147,19 +243,22 @@ class Config:
     """Every option brick has. Field names are gunicorn's setting names where shared."""
 
     wsgi_app: str | None = opt(
-        None, help="the app as MODULE:CALLABLE or MODULE:factory(args)", check=_opt_str
+        None,
+        help="the WSGI app: MODULE, MODULE:CALLABLE, or MODULE:factory(literal args)",
+        check=_opt_str,
     )
     # -- server socket
     bind: list[str] = opt(
-        None,
+        ["127.0.0.1:8000"],
         "-b",
         "--bind",
-        help="address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable "
-        "(default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set)",
+        help="address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable",
         check=_bind,
         metavar="ADDRESS",
         action="append",
-        default_factory=_default_bind,
+        env="PORT",
+        env_value=lambda port: [f"0.0.0.0:{port}"],
+        env_help="0.0.0.0:$PORT when $PORT is set",
     )
     backlog: int = opt(2048, "--backlog", help="listen queue size", check=_int(1), metavar="INT")
     reuse_port: bool = opt(
@@ -171,13 +270,13 @@ class Config:
     )
     # -- processes
     workers: int = opt(
-        None,
+        1,
         "-w",
         "--workers",
-        help="worker processes (default $WEB_CONCURRENCY, else 1)",
+        help="worker processes",
         check=_int(1),
         metavar="INT",
-        default_factory=_default_workers,
+        env="WEB_CONCURRENCY",
     )
     threads: int = opt(
         1,
@@ -261,12 +360,11 @@ class Config:
         metavar="DIR",
     )
     pythonpath: list[str] = opt(
-        None,
+        [],
         "--pythonpath",
         help="comma-separated directories to add to sys.path",
         check=_comma_list,
         metavar="DIRS",
-        default_factory=list,
     )
     # -- HTTP limits and timeouts
     keepalive: float = opt(
@@ -300,23 +398,23 @@ class Config:
     limit_request_line: int = opt(
         4094,
         "--limit-request-line",
-        help="longest request line, in bytes (longer: 414)",
-        check=_int(16),
+        help=f"longest request line, in bytes (longer: 414); 0 = the ceiling, {MAX_REQUEST_LINE}",
+        check=_limit(16, MAX_REQUEST_LINE),
         metavar="BYTES",
     )
     limit_request_fields: int = opt(
         100,
         "--limit-request-fields",
-        help="most header fields in a request (more: 431)",
-        check=_int(1),
+        help=f"most header fields in a request (more: 431); 0 = the ceiling, {MAX_HEADER_FIELDS}",
+        check=_limit(1, MAX_HEADER_FIELDS),
         metavar="INT",
     )
     limit_request_field_size: int = opt(
         8190,
         "--limit-request-field_size",
         "--limit-request-field-size",
-        help="largest header field, in bytes (larger: 431)",
-        check=_int(16),
+        help=f"largest header field, in bytes (larger: 431); 0 = the ceiling, {MAX_FIELD_SIZE}",
+        check=_limit(16, MAX_FIELD_SIZE),
         metavar="BYTES",
     )
     limit_request_body: int = opt(
@@ -338,40 +436,42 @@ class Config:
         "--tmp-upload-dir",
         help="directory for spooled request bodies",
         check=_opt_str,
+        default_help="the system's temp directory",
         metavar="DIR",
     )
     # -- proxies and mounting
     forwarded_allow_ips: list[str] = opt(
-        None,
+        ["127.0.0.1", "::1"],
         "--forwarded-allow-ips",
-        help="comma-separated proxy IPs trusted for X-Forwarded-For/-Proto/-Prefix, or '*' "
-        "(default $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1)",
-        check=_comma_list,
+        help="comma-separated proxy addresses or networks trusted for X-Forwarded-For, "
+        "-Proto and -Prefix, or '*' for any",
+        check=_ip_list,
         metavar="IPS",
-        default_factory=lambda: _comma_list(_env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")()),
+        env="FORWARDED_ALLOW_IPS",
     )
     root_path: str = opt(
-        None,
+        "",
         "--root-path",
-        help="mount prefix: becomes SCRIPT_NAME and is stripped from PATH_INFO "
-        "(default $SCRIPT_NAME)",
+        help="mount prefix: becomes SCRIPT_NAME and is stripped from PATH_INFO",
         check=_root_path,
         metavar="PATH",
-        default_factory=_env("SCRIPT_NAME", ""),
+        env="SCRIPT_NAME",
     )
     # -- logging
     accesslog: str | None = opt(
         None,
         "--access-logfile",
-        help="access log file, '-' for stdout (default: none)",
+        help="access log file, '-' for stdout",
         check=_opt_str,
+        default_help="none (no access log)",
         metavar="FILE",
     )
     access_log_format: str = opt(
-        DEFAULT_ACCESS_LOG_FORMAT,
+        '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
         "--access-logformat",
-        help="access log format, with gunicorn's atoms (h l u t r s b f a T D M ...)",
-        check=_str,
+        help="access log format, with gunicorn's atoms (h l u t r s b f a T D M L p m U q H B, "
+        "{header}i, {header}o, {variable}e)",
+        check=_log_format,
         metavar="FORMAT",
     )
     errorlog: str = opt(
@@ -392,34 +492,63 @@ class Config:
     debug_http: bool = opt(
         False,
         "--debug-http",
-        help="print every request and response head (< request, > response)",
+        help="print every request and response head to the error log (< request, > response)",
         check=_bool,
         action="store_true",
     )
 
     def validate(self) -> None:
-        """Re-check every field (values from a config file arrive untyped)."""
+        """Re-check every field, e.g. after setting attributes by hand."""
         for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None and f.default is None and f.default_factory is None:
-                continue
-            try:
-                setattr(self, f.name, f.metadata["check"](value))
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(
-                    f"invalid value for {option_name(f.name)}: {value!r} ({exc})"
-                ) from None
+            set_option(self, f.name, getattr(self, f.name))
 
 
 def option_name(name: str) -> str:
-    for f in fields(Config):
-        if f.name == name and f.metadata["flags"]:
-            return str(f.metadata["flags"][-1])
-    return name
+    """How the user knows an option: its first long flag, else its field name."""
+    flags = Config.__dataclass_fields__[name].metadata["flags"]
+    return next((str(flag) for flag in flags if flag.startswith("--")), name)
+
+
+def set_option(config: Config, name: str, value: object, where: str = "") -> None:
+    """Check `value` with the field's check and store it; a bad value is a ConfigError.
+
+    `where` names the source for the message; a config file knows options by setting name.
+    """
+    meta = Config.__dataclass_fields__[name].metadata
+    try:
+        setattr(config, name, meta["check"](value))
+    except (ValueError, TypeError) as exc:
+        shown = value[0] if isinstance(value, list) and len(value) == 1 else value
+        what = name if where.startswith("config file") else option_name(name)
+        source = f" in {where}" if where else ""
+        raise ConfigError(f"invalid value for {what}{source}: {shown!r} ({exc})") from None
+
+
+def default_text(f: Field[Any]) -> str:
+    """The default as the docs and --help show it."""
+    meta = f.metadata
+    value = meta["default"]
+    text: str
+    if meta["default_help"]:
+        text = str(meta["default_help"])
+    elif isinstance(value, bool):
+        text = "on" if value else "off"
+    elif value is None or value == "" or value == []:
+        text = "none"
+    elif isinstance(value, list):
+        text = ",".join(value)
+    else:
+        text = str(value)
+    if meta["env_help"]:
+        text = f"{meta['env_help']}, else {text}"
+    return text
+
+
+# -- the command line -------------------------------------------------------------------
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2
+    def error(self, message: str) -> Any:  # one line, exit 2 (no usage block)
         raise ConfigError(message)
 
 
@@ -427,45 +556,76 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="brick",
         description="brick: a strict, fast pre-fork WSGI server.",
+        epilog="Options also come from a config file (-c) and from $BRICK_CMD_ARGS; the "
+        "command line wins over both. Reference: docs/configuration.md.",
         argument_default=argparse.SUPPRESS,
     )
+    app_field = Config.__dataclass_fields__["wsgi_app"]
     parser.add_argument(
-        "wsgi_app",
-        nargs="?",
-        metavar="MODULE:CALLABLE",
-        help="the WSGI app, e.g. myapp:app or myapp:create_app()",
+        "wsgi_app", nargs="?", metavar="MODULE:CALLABLE", help=_escape(app_field.metadata["help"])
     )
-    parser.add_argument("-c", "--config", metavar="FILE", help="a Python config file")
-    parser.add_argument("--version", action="version", version=f"brick {__version__}")
+    # Command-only options: they choose what the command does, so they are not in Config.
     parser.add_argument(
-        "--check-config", action="store_true", help="check the configuration and the app; exit"
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="a gunicorn-style Python config file of `name = value` lines, or python:MODULE",
+    )
+    parser.add_argument("-v", "--version", action="version", version=f"brick {__version__}")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the configuration and load the app, then exit (0 when both are fine)",
     )
     parser.add_argument(
-        "--print-config", action="store_true", help="print the final configuration; exit"
+        "--print-config",
+        action="store_true",
+        help="print the final value of every option (as a config file) and exit",
     )
     for f in fields(Config):
         meta = f.metadata
         if not meta["flags"]:
             continue
-        kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
+        kwargs: dict[str, Any] = {"dest": f.name}
+        help_text = meta["help"]
         if meta["action"] == "store_true":
             kwargs["action"] = "store_true"
+            if meta["default"]:
+                help_text += " (default: on)"
         else:
             kwargs["metavar"] = meta["metavar"]
+            help_text += f" (default: {default_text(f)})"
             if meta["action"] == "append":
                 kwargs["action"] = "append"
+        kwargs["help"] = _escape(help_text)
         parser.add_argument(*meta["flags"], **kwargs)
     return parser
 
 
+def _escape(text: str) -> str:
+    return text.replace("%", "%%")
+
+
 def load_config_file(path: str) -> dict[str, Any]:
-    """Run a gunicorn-style Python config file and keep the names that are options."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
+    """Run a gunicorn-style Python config file (or `python:MODULE`) and keep the options."""
     try:
-        namespace = runpy.run_path(path)
-    except Exception as exc:
-        raise ConfigError(f"error in config file {path}: {exc.__class__.__name__}: {exc}") from None
+        if path.startswith("python:"):
+            namespace = vars(importlib.import_module(path[len("python:") :]))
+        elif not os.path.isfile(path):
+            raise ConfigError(f"config file not found: {path}")
+        else:
+            namespace = runpy.run_path(path)
+    except ConfigError:
+        raise
+    except SyntaxError as exc:
+        raise ConfigError(
+            f"syntax error in config file {path}, line {exc.lineno}: {exc.msg}"
+        ) from None
+    except (Exception, SystemExit) as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(
+            f"error in config file {path}: {exc.__class__.__name__}: {detail}"
+        ) from None
     known = {f.name for f in fields(Config)}
     return {k: v for k, v in namespace.items() if k in known}
 
@@ -480,37 +640,130 @@ class Invocation:
 
 
 def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Invocation:
+    """Build the Config from the environment, the config file, BRICK_CMD_ARGS and `argv`."""
     environ = os.environ if environ is None else environ
     parser = build_parser()
     cli = vars(parser.parse_args(list(argv)))
-    env_args = environ.get("BRICK_CMD_ARGS", "")
     from_env: dict[str, Any] = {}
+    env_args = environ.get("BRICK_CMD_ARGS", "")
     if env_args:
         try:
             from_env = vars(parser.parse_args(shlex.split(env_args)))
-        except ValueError as exc:
+        except (ValueError, ConfigError) as exc:
             raise ConfigError(f"invalid BRICK_CMD_ARGS: {exc}") from None
 
-    config_path = cli.pop("config", None) or from_env.pop("config", None)
-    from_env.pop("config", None)
+    actions = {}
+    for name in ("config", "check_config", "print_config"):
+        actions[name] = cli.pop(name, None) or from_env.pop(name, None)
+        from_env.pop(name, None)
+    config_path = actions["config"]
     from_file = load_config_file(config_path) if config_path else {}
 
-    check = bool(cli.pop("check_config", False) or from_env.pop("check_config", False))
-    show = bool(cli.pop("print_config", False) or from_env.pop("print_config", False))
-    from_env.pop("check_config", None)
-    from_env.pop("print_config", None)
-
     config = Config()
-    for source in (from_file, from_env, cli):
-        for name, value in source.items():
-            setattr(config, name, value)
-    config.validate()
-    if config.wsgi_app is None and not show:
+    for f in fields(Config):  # defaults from `environ`, whatever os.environ holds
+        meta = f.metadata
+        if meta["env"] is None:
+            continue
+        setattr(config, f.name, copy.copy(meta["default"]))
+        text = environ.get(meta["env"], "")
+        if text:
+            try:
+                setattr(config, f.name, meta["check"](meta["env_value"](text)))
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"invalid ${meta['env']}: {text!r} ({exc})") from None
+    layers = (
+        (f"config file {config_path}", from_file),
+        ("BRICK_CMD_ARGS", from_env),
+        ("", cli),
+    )
+    for where, values in layers:
+        for name, value in values.items():
+            set_option(config, name, value, where)
+    if config.wsgi_app is None and not actions["print_config"]:
         raise ConfigError("no app given: brick MODULE:CALLABLE [options]")
-    return Invocation(config, check_config=check, print_config=show)
+    return Invocation(
+        config,
+        check_config=bool(actions["check_config"]),
+        print_config=bool(actions["print_config"]),
+    )
 
 
 def describe(config: Config) -> str:
-    """`--print-config`: every option and its final value, one per line."""
+    """`--print-config`: every option and its final value, one per line (a valid config file)."""
     width = max(len(f.name) for f in fields(config))
     return "\n".join(f"{f.name:<{width}} = {getattr(config, f.name)!r}" for f in fields(config))
+
+
+# -- docs/configuration.md --------------------------------------------------------------
+
+REFERENCE_HEADER = """\
+# Configuration reference
+
+<!-- Generated from brick.config.Config; do not edit by hand. Regenerate with:
+     python -c "import brick.config as c; print(c.reference(), end='')" > docs/configuration.md
+-->
+
+Every option can be set in four places. Later ones win:
+
+1. the default (a few defaults come from the environment, as noted below; a variable counts
+   when it is set and not empty);
+2. the config file given with `-c FILE` (a Python file of `name = value` lines, as gunicorn's;
+   `-c python:MODULE` imports a module instead); the name to use is the *setting* below;
+3. the `BRICK_CMD_ARGS` environment variable, holding command-line options;
+4. the command line.
+
+A bad value, from any of them, ends the command with one line on stderr and exit code 2.
+Options shared with gunicorn have gunicorn's names and meanings, so a gunicorn command line
+works with brick for those.
+
+## Command-only options
+
+| flags | meaning |
+|---|---|
+"""
+
+
+def reference() -> str:
+    """The Markdown reference of every option (docs/configuration.md)."""
+    lines = [REFERENCE_HEADER.rstrip("\n")]
+    parser = build_parser()
+    for action in parser._actions:
+        if action.dest in Config.__dataclass_fields__:
+            continue
+        flags = ", ".join(f"`{s}`" for s in action.option_strings)
+        lines.append(f"| {flags} | {_cell(action.help or '')} |")
+    lines += [
+        "",
+        "## Options",
+        "",
+        "| setting | flags | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for f in fields(Config):
+        meta = f.metadata
+        flags = ", ".join(
+            f"`{flag} {meta['metavar']}`" if meta["metavar"] else f"`{flag}`"
+            for flag in meta["flags"]
+        )
+        if not flags:
+            flags = "first argument `MODULE:CALLABLE`"
+        lines.append(f"| `{f.name}` | {flags} | {_cell(default_text(f))} | {_cell(meta['help'])} |")
+    from brick.logs import ATOMS
+
+    lines += [
+        "",
+        "## Access log atoms",
+        "",
+        '`--access-logformat` is a Python %-format over these names, e.g. `%(h)s "%(r)s" %(s)s`.'
+        ' Header and variable names are case-insensitive; a missing value is `-`; `"` in a value'
+        ' is written `\\"`, as gunicorn does.',
+        "",
+        "| atom | value |",
+        "|---|---|",
+    ]
+    lines += [f"| `{atom}` | {_cell(text)} |" for atom, text in ATOMS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
