@@ -1,8 +1,9 @@
 """Loads the WSGI app named on the command line: `MODULE`, `MODULE:NAME`, `MODULE:a.b`,
 or `MODULE:factory(args)` with literal arguments (as gunicorn accepts).
 
-Every failure becomes an `AppImportError` with one line saying what went wrong; the
-traceback is logged at debug level only.
+Every failure becomes an `AppImportError` with one line saying what went wrong (the CLI
+exits 1); the traceback is logged at debug level only. A `--chdir` that cannot be entered is
+a `ConfigError` (exit 2), like any other bad option value.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from brick.errors import AppImportError
+from brick.errors import AppImportError, ConfigError
 
 log = logging.getLogger("brick.error")
 
@@ -32,9 +33,11 @@ def _parse_target(spec: str) -> tuple[str, str, tuple[Any, ...] | None, dict[str
     kwargs: dict[str, Any] = {}
     if isinstance(node, ast.Call):
         try:
+            if any(k.arg is None for k in node.keywords):
+                raise ValueError("**kwargs")
             args = tuple(ast.literal_eval(a) for a in node.args)
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
-        except ValueError:
+            kwargs = {str(k.arg): ast.literal_eval(k.value) for k in node.keywords}
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             raise AppImportError(
                 f"invalid app {spec!r}: factory arguments must be literals"
             ) from None
@@ -50,17 +53,24 @@ def _parse_target(spec: str) -> tuple[str, str, tuple[Any, ...] | None, dict[str
 
 
 def prepare_path(chdir: str | None, pythonpath: list[str]) -> None:
+    """`--chdir`, then `--pythonpath` (relative to the new directory), then the directory
+    itself at the front of sys.path, so `brick app:app` finds ./app.py (as gunicorn)."""
     if chdir:
         try:
             os.chdir(chdir)
         except OSError as exc:
-            raise AppImportError(f"cannot change to directory {chdir!r}: {exc.strerror}") from None
-    for path in reversed(pythonpath):
+            raise ConfigError(f"cannot change to directory {chdir!r}: {exc.strerror}") from None
+    for path in reversed([os.path.abspath(p) for p in pythonpath]):
         if path not in sys.path:
             sys.path.insert(0, path)
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
 def load_app(spec: str) -> Any:
@@ -71,12 +81,10 @@ def load_app(spec: str) -> Any:
         log.debug("import of %s failed", module_name, exc_info=True)
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise AppImportError(f"no module named {module_name!r}") from None
-        raise AppImportError(f"error importing {module_name!r}: {exc}") from None
-    except Exception as exc:
+        raise AppImportError(f"error importing {module_name!r}: {_one_line(exc)}") from None
+    except (Exception, SystemExit) as exc:  # SystemExit: a module that calls sys.exit()
         log.debug("import of %s failed", module_name, exc_info=True)
-        raise AppImportError(
-            f"error importing {module_name!r}: {exc.__class__.__name__}: {exc}"
-        ) from None
+        raise AppImportError(f"error importing {module_name!r}: {_one_line(exc)}") from None
     obj: Any = module
     for name in attr.split("."):
         try:
@@ -88,11 +96,13 @@ def load_app(spec: str) -> Any:
             raise AppImportError(f"{module_name}:{attr} is not callable")
         try:
             obj = obj(*args, **kwargs)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             log.debug("app factory failed", exc_info=True)
             raise AppImportError(
-                f"app factory {module_name}:{attr} failed: {exc.__class__.__name__}: {exc}"
+                f"app factory {module_name}:{attr} failed: {_one_line(exc)}"
             ) from None
     if not callable(obj):
-        raise AppImportError(f"{module_name}:{attr} is not callable (it is a {type(obj).__name__})")
+        raise AppImportError(
+            f"{module_name}:{attr} is not callable (its type is {type(obj).__name__})"
+        )
     return obj
