@@ -1,15 +1,21 @@
 """The error log (stdlib logging) and the access log (gunicorn's format atoms).
 
-The access log costs nothing when it is off: the connection only calls it when configured.
-Log files are opened in append mode and can be reopened (USR1) for log rotation.
+The access log costs nothing when it is off: the connection only calls it when configured,
+and when on, an atom is computed only if the format uses it. Log files are opened in append
+mode and reopened on USR1 (log rotation: rename the file, send USR1, new lines go to a new
+file at the old name). The error log's `LogFile` is also the app's `wsgi.errors` stream.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 import sys
+import threading
 import time
+from collections.abc import Iterable
 from typing import IO, Any
 
 from brick.parser import Request
@@ -20,47 +26,77 @@ DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
 
 class LogFile:
-    """A log destination that can be reopened: '-' is stdout/stderr, else a file path."""
+    """A log destination that can be reopened: '-' is the given stream, else a file path.
+
+    It has write/writelines/flush, so it can serve as `wsgi.errors` (PEP 3333); writes are
+    serialised, since app threads may write while the loop thread logs.
+    """
 
     def __init__(self, target: str, default: IO[str]) -> None:
         self.target = target
         self.default = default
         self.stream: IO[str] = default
-        self.reopen()
+        self.lock = threading.Lock()
+        if target != "-":
+            self.stream = self._open()
+
+    def _open(self) -> IO[str]:
+        return open(self.target, "a", buffering=1, encoding="utf-8", errors="replace")
 
     def reopen(self) -> None:
+        """Open the file again at its path. If that fails the old file stays in use, and the
+        failure is logged: log rotation must never take a process down."""
         if self.target == "-":
-            self.stream = self.default
             return
-        old = self.stream
-        self.stream = open(self.target, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        try:
+            new = self._open()
+        except OSError as exc:
+            logging.getLogger("brick.error").error(
+                "cannot reopen log file %s: %s; still writing to the old one",
+                self.target,
+                exc.strerror,
+            )
+            return
+        with self.lock:
+            old, self.stream = self.stream, new
+        old.close()
+
+    def write(self, text: str) -> None:
+        with self.lock:
+            self.stream.write(text)
+            if self.target == "-":
+                self.stream.flush()
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        with self.lock:
+            self.stream.writelines(lines)
+            if self.target == "-":
+                self.stream.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            self.stream.flush()
+
+    def close(self) -> None:
+        """Close the file (never the default stream); later writes go to the default."""
+        with self.lock:
+            old, self.stream = self.stream, self.default
         if old is not self.default:
             old.close()
 
-    def write(self, text: str) -> None:
-        self.stream.write(text)
-        if self.target == "-":
-            self.stream.flush()
 
+class _LogFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to a LogFile; reopening the file needs nothing from the handler."""
 
-class _ReopenableHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, logfile: LogFile) -> None:
-        super().__init__(logfile.stream)
+        super().__init__(logfile)
         self.logfile = logfile
-
-    def reopen(self) -> None:
-        self.acquire()
-        try:
-            self.logfile.reopen()
-            self.setStream(self.logfile.stream)
-        finally:
-            self.release()
 
 
 def setup_error_log(target: str, level: str) -> LogFile:
     """Configure the `brick` logger tree. Returns the file, also used as `wsgi.errors`."""
     logfile = LogFile(target, sys.stderr)
-    handler = _ReopenableHandler(logfile)
+    handler = _LogFileHandler(logfile)
     handler.setFormatter(logging.Formatter(ERROR_FORMAT, DATE_FORMAT))
     logger = logging.getLogger("brick")
     for old in list(logger.handlers):
@@ -72,13 +108,63 @@ def setup_error_log(target: str, level: str) -> LogFile:
 
 
 def reopen_logs() -> None:
+    """USR1: reopen the error log. (Each worker reopens its access log itself.)"""
     for handler in logging.getLogger("brick").handlers:
-        if isinstance(handler, _ReopenableHandler):
-            handler.reopen()
+        if isinstance(handler, _LogFileHandler):
+            handler.logfile.reopen()
 
 
-class _Atoms(dict[str, str]):
-    """Computes gunicorn's access-log atoms on demand, so unused atoms cost nothing."""
+# -- the access log ---------------------------------------------------------------------
+
+# gunicorn's atoms, for the docs; `_Atoms.__missing__` computes each.
+ATOMS: dict[str, str] = {
+    "h": "remote address (the client's, after X-Forwarded-For from a trusted proxy)",
+    "l": "`-`",
+    "u": "user name: REMOTE_USER, else the Basic auth user, else `-`",
+    "t": "time of the request, `[10/Oct/2000:13:55:36 +0000]`",
+    "r": "request line, `GET /path?q HTTP/1.1`",
+    "m": "request method",
+    "U": "URL path without the query string (PATH_INFO)",
+    "q": "query string",
+    "H": "protocol, `HTTP/1.1`",
+    "s": "status code",
+    "B": "response body length",
+    "b": "response body length, or `-` when 0 (CLF)",
+    "f": "Referer header",
+    "a": "User-Agent header",
+    "T": "request time, whole seconds",
+    "M": "request time, milliseconds",
+    "D": "request time, microseconds",
+    "L": "request time, decimal seconds",
+    "p": "process id, `<1234>`",
+    "{header}i": "a request header",
+    "{header}o": "a response header",
+    "{variable}e": "an environ variable",
+}
+
+
+def remote_user(environ: dict[str, Any]) -> str | None:
+    """REMOTE_USER, else the user name of Basic auth (gunicorn's `u` atom)."""
+    user = environ.get("REMOTE_USER")
+    if user:
+        return str(user)
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    scheme, _, credentials = auth.partition(" ")
+    if scheme.lower() != "basic" or not credentials:
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True)
+        return decoded.split(b":", 1)[0].decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+class _Atoms(dict[str, object]):
+    """Computes gunicorn's access-log atoms on demand, so unused atoms cost nothing.
+
+    Values are escaped as gunicorn does (`"` becomes `\\"`), so a quoted field stays one
+    field. T, D, M and B are integers, so `%(D)d` works as with gunicorn.
+    """
 
     def __init__(
         self, request: Request, environ: dict[str, Any], outcome: Outcome, duration: float
@@ -90,21 +176,19 @@ class _Atoms(dict[str, str]):
         self.duration = duration
 
     def _header(self, name: str) -> str:
-        wanted = name.lower().encode("latin-1")
-        for key, value in self.request.headers:
-            if key.lower() == wanted:
-                return value.decode("latin-1")
-        return "-"
+        wanted = name.lower().encode("latin-1", "replace")
+        values = [v.decode("latin-1") for k, v in self.request.headers if k.lower() == wanted]
+        return ", ".join(values) if values else "-"
 
-    def __missing__(self, key: str) -> str:
+    def __missing__(self, key: str) -> object:
         request, environ, outcome = self.request, self.environ, self.outcome
-        value: str
+        value: object
         if key == "h":
             value = environ.get("REMOTE_ADDR") or "-"
         elif key == "l":
             value = "-"
         elif key == "u":
-            value = environ.get("REMOTE_USER") or "-"
+            value = remote_user(environ) or "-"
         elif key == "t":
             value = time.strftime("[%d/%b/%Y:%H:%M:%S %z]")
         elif key == "r":
@@ -112,7 +196,7 @@ class _Atoms(dict[str, str]):
         elif key == "m":
             value = request.method
         elif key == "U":
-            value = request.path
+            value = environ.get("PATH_INFO", request.path)
         elif key == "q":
             value = request.query
         elif key == "H":
@@ -120,7 +204,7 @@ class _Atoms(dict[str, str]):
         elif key == "s":
             value = outcome.status.split(" ", 1)[0]
         elif key == "B":
-            value = str(outcome.body_bytes)
+            value = outcome.body_bytes
         elif key == "b":
             value = str(outcome.body_bytes) if outcome.body_bytes else "-"
         elif key == "f":
@@ -128,11 +212,11 @@ class _Atoms(dict[str, str]):
         elif key == "a":
             value = self._header("user-agent")
         elif key == "T":
-            value = str(int(self.duration))
+            value = int(self.duration)
         elif key == "D":
-            value = str(int(self.duration * 1_000_000))
+            value = int(self.duration * 1_000_000)
         elif key == "M":
-            value = str(int(self.duration * 1000))
+            value = int(self.duration * 1000)
         elif key == "L":
             value = f"{self.duration:.6f}"
         elif key == "p":
@@ -141,11 +225,15 @@ class _Atoms(dict[str, str]):
             value = self._header(key[1:-2])
         elif key.startswith("{") and key.endswith("}o"):
             wanted = key[1:-2].lower()
-            value = next((v for n, v in outcome.headers if n.lower() == wanted), "-")
+            value = ", ".join(v for n, v in outcome.headers if n.lower() == wanted) or "-"
         elif key.startswith("{") and key.endswith("}e"):
-            value = str(environ.get(key[1:-2], "-"))
+            name = key[1:-2]
+            found = environ.get(name, environ.get(name.upper()))
+            value = "-" if found is None else str(found)
         else:
             value = "-"
+        if type(value) is str and '"' in value:
+            value = value.replace('"', '\\"')
         self[key] = value
         return value
 
