@@ -1,7 +1,11 @@
-"""The `brick` command: parse options, load logs and (maybe) the app, bind, run the master.
+"""The `brick` command: parse options, open the logs, load the app (maybe), bind, run the master.
 
-Every failure the user can fix ends with one line on stderr: exit 2 for a bad option,
-1 for an app that cannot be loaded or an address that cannot be bound.
+The order follows gunicorn: the config is read first (relative `-c` paths are relative to
+where the command was started), then `--chdir` and `--pythonpath` apply, so the log files,
+the pidfile, unix sockets and the app are all found relative to the new directory.
+
+Every failure the user can fix ends with one line on stderr, `brick: error: ...`: exit 2 for
+a bad option, 1 for an app that cannot be loaded or an address that cannot be bound.
 """
 
 from __future__ import annotations
@@ -18,30 +22,41 @@ from brick.wsgi import WSGIApp
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"brick: error: {message}", file=sys.stderr)
+    print(f"brick: error: {message}", file=sys.stderr, flush=True)
     return code
 
 
 def app_loader(config: Config) -> WSGIApp:
-    prepare_path(config.chdir, config.pythonpath)
     assert config.wsgi_app is not None
     app: WSGIApp = load_app(config.wsgi_app)
     return app
 
 
+def _check_writable(path: str | None, what: str) -> None:
+    """Open a log file in the master, so a bad path is one line and exit 2 here rather
+    than a crash in every worker."""
+    if path is None or path == "-":
+        return
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot open the {what} {path}: {exc.strerror}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         invocation = parse(sys.argv[1:] if argv is None else argv)
+        config = invocation.config
+        if invocation.print_config:
+            print(describe(config))
+            return 0
+        prepare_path(config.chdir, config.pythonpath)
+        _check_writable(config.errorlog, "error log")
+        _check_writable(config.accesslog, "access log")
+        errors = setup_error_log(config.errorlog, config.loglevel)
     except ConfigError as exc:
         return _fail(str(exc), exc.exit_code)
-    config = invocation.config
-    if invocation.print_config:
-        print(describe(config))
-        return 0
-    try:
-        errors = setup_error_log(config.errorlog, config.loglevel)
-    except OSError as exc:
-        return _fail(f"cannot open the error log {config.errorlog}: {exc.strerror}", 2)
 
     app: WSGIApp | None = None
     if config.preload_app or invocation.check_config:
@@ -57,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         arbiter.bind()
     except OSError as exc:
-        return _fail(f"cannot listen: {exc.strerror or exc}", 1)
+        where = f" on {exc.filename}" if exc.filename else ""
+        return _fail(f"cannot listen{where}: {exc.strerror or exc}", 1)
     except ValueError as exc:
         return _fail(str(exc), 2)
     try:
