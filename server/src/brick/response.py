@@ -50,10 +50,14 @@ def chunk(data: bytes) -> list[bytes]:
     return [b"%x\r\n" % len(data), data, CRLF]
 
 
-def error_response(status: int, detail: str = "", *, close: bool = True) -> bytes:
+def error_response(
+    status: int, detail: str = "", *, close: bool = True, head_only: bool = False
+) -> bytes:
     """A short, generic plain-text response for a refused request or a failed app.
 
-    The body never carries internals (no tracebacks): only the reason phrase.
+    The body never carries internals (no tracebacks): only the reason phrase. `detail` is
+    for the caller's log, never for the client. `head_only`: the answer to a HEAD request
+    (the same head, no body; RFC 9110 §9.3.2).
     """
     reason = REASONS.get(status, "Error")
     body = f"{status} {reason}\n".encode("ascii")
@@ -64,4 +68,5 @@ def error_response(status: int, detail: str = "", *, close: bool = True) -> byte
     )
     if close:
         headers += "Connection: close\r\n"
-    return build_head(f"{status} {reason}", headers) + body
+    head = build_head(f"{status} {reason}", headers)
+    return head if head_only else head + body

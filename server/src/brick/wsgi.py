@@ -50,9 +50,11 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ExcInfo = tuple[type[BaseException], BaseException, Any]
 
 SERVER_SOFTWARE: Final = f"brick/{__version__}"
-_STATUS_RE: Final = re.compile(r"[1-9][0-9]{2} [^\x00-\x08\x0a-\x1f\x7f]*")
+# RFC 9112 §4 and RFC 9110 §5.5: a reason phrase and a field value are HTAB, SP, visible
+# ASCII and obs-text; nothing else can be written as latin-1 without breaking the message.
+_STATUS_RE: Final = re.compile(r"[1-9][0-9]{2} [\t\x20-\x7e\x80-\xff]*")
 _FIELD_NAME_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE_BAD: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_FIELD_VALUE_BAD: Final = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 # Hop-by-hop headers are the server's business (PEP 3333 §"Other HTTP Features").
 _HOP_BY_HOP: Final = frozenset(
     {"keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers"}
@@ -267,19 +269,37 @@ def empty_input() -> IO[bytes]:
 
 # -- the app call -------------------------------------------------------------------------
 
+# Header names already checked to be tokens -> their lower-case form (most apps send the
+# same few names on every response, so the regex runs once per name, not per response).
+_NAME_CACHE: dict[str, str] = {}
+_NAME_CACHE_MAX: Final = 512
+# Names start_response looks at; every other name is copied through as it is.
+_FRAMING_NAMES: Final = frozenset({"content-length", "connection", "date", "server"}) | _HOP_BY_HOP
+
+
+def _as_bytes(data: object) -> bytes:
+    """Body data that is not exactly `bytes`: a bytes-like object is copied, anything else
+    (a `str` above all) breaks the contract."""
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise AppError(f"body data must be bytes, not {type(data).__name__}")
+
 
 class _Cycle:
     """State of one response while the app produces it."""
 
     __slots__ = (
+        "app_close",
         "chunked",
         "content_length",
+        "has_date",
+        "has_server",
         "head_sent",
+        "header_block",
         "headers",
         "keep_alive",
         "no_body",
         "out",
-        "outcome",
         "request",
         "sent",
         "status",
@@ -292,13 +312,16 @@ class _Cycle:
         self.status: str | None = None
         self.status_code = 0
         self.headers: list[tuple[str, str]] = []
+        self.header_block = ""
+        self.has_date = False
+        self.has_server = False
+        self.app_close = False
         self.head_sent = False
         self.chunked = False
         self.content_length: int | None = None
         self.sent = 0
         self.keep_alive = keep_alive
         self.no_body = request.method == "HEAD"
-        self.outcome = Outcome()
 
     def start_response(
         self,
@@ -314,38 +337,61 @@ class _Cycle:
                 exc_info = None  # break the traceback cycle (PEP 3333)
         elif self.status is not None:
             raise AppError("start_response called a second time without exc_info")
+        # Everything is checked, and the header block built, now: what the app does with
+        # its list afterwards cannot reach the wire unchecked.
         if type(status) is not str or not _STATUS_RE.fullmatch(status):
             raise AppError(f"invalid status {status!r}")
         if type(headers) is not list:
             raise AppError("response headers must be a list")
         content_length: int | None = None
+        has_date = has_server = app_close = False
+        lines = []
         for item in headers:
             if type(item) is not tuple or len(item) != 2:
                 raise AppError(f"invalid header item {item!r}")
             name, value = item
-            if type(name) is not str or not _FIELD_NAME_RE.fullmatch(name):
-                raise AppError(f"invalid header name {name!r}")
-            if type(value) is not str or _FIELD_VALUE_BAD.search(value):
-                raise AppError(f"invalid value for header {name!r}")
-            lname = name.lower()
-            if lname == "content-length":
-                if not value.isdigit() or not value.isascii():
-                    raise AppError(f"invalid Content-Length {value!r}")
-                content_length = int(value)
-            elif lname == "connection":
-                if "close" in value.lower():
-                    self.keep_alive = False
-            elif lname in _HOP_BY_HOP:
-                raise AppError(f"hop-by-hop header {name!r} is the server's business")
+            if type(name) is not str or type(value) is not str:
+                raise AppError(f"header names and values must be str: {item!r}")
+            lname = _NAME_CACHE.get(name)
+            if lname is None:
+                if not _FIELD_NAME_RE.fullmatch(name):
+                    raise AppError(f"invalid header name {name!r}")
+                lname = name.lower()
+                if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+                    _NAME_CACHE[name] = lname
+            if _FIELD_VALUE_BAD.search(value):
+                raise AppError(f"invalid value for header {name!r}: {value!r}")
+            if lname in _FRAMING_NAMES:
+                if lname == "content-length":
+                    if not value.isdigit() or not value.isascii():
+                        raise AppError(f"invalid Content-Length {value!r}")
+                    if content_length is not None:
+                        if int(value) != content_length:
+                            raise AppError("conflicting Content-Length headers")
+                        continue  # an identical repeat: send it once
+                    content_length = int(value)
+                elif lname == "connection":
+                    app_close = app_close or "close" in value.lower()
+                    continue  # the server writes its own
+                elif lname == "date":
+                    has_date = True
+                elif lname == "server":
+                    has_server = True
+                else:
+                    raise AppError(f"hop-by-hop header {name!r} is the server's business")
+            lines.append(f"{name}: {value}\r\n")
         code = int(status[:3])
         if code < 200:
             raise AppError(f"informational status {status!r} cannot end a WSGI response")
         self.status = status
         self.status_code = code
         self.headers = headers
+        self.header_block = "".join(lines)
+        self.has_date = has_date
+        self.has_server = has_server
+        self.app_close = app_close
         self.content_length = content_length
-        if code in NO_BODY_STATUSES:
-            self.no_body = True
+        self.no_body = code in NO_BODY_STATUSES or self.request.method == "HEAD"
         return self.write
 
     # -- sending -----------------------------------------------------------------------
@@ -354,63 +400,55 @@ class _Cycle:
         """Decide framing and build the head. `known_length`: the whole body's size if known."""
         if self.status is None:
             raise AppError("the app returned without calling start_response")
-        request = self.request
-        lines = []
-        has_date = has_server = False
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname == "connection":
-                continue  # we write our own
-            if lname == "date":
-                has_date = True
-            elif lname == "server":
-                has_server = True
-            lines.append(f"{name}: {value}\r\n")
-        code = self.status_code
-        if self.content_length is None and code not in NO_BODY_STATUSES:
+        block = self.header_block
+        if self.content_length is None and self.status_code not in NO_BODY_STATUSES:
             if known_length is not None:
                 self.content_length = known_length
                 if not (self.no_body and known_length == 0):
-                    lines.append(f"Content-Length: {known_length}\r\n")
+                    block += f"Content-Length: {known_length}\r\n"
             elif self.no_body:
                 pass  # HEAD of an unknown length: no framing header at all
-            elif request.version == "HTTP/1.1":
+            elif self.request.version == "HTTP/1.1":
                 self.chunked = True
-                lines.append("Transfer-Encoding: chunked\r\n")
+                block += "Transfer-Encoding: chunked\r\n"
             else:
                 self.keep_alive = False  # close-delimited (RFC 9112 §6.3 rule 8)
-        if not has_date:
-            lines.append(date_header())
-        if not has_server:
-            lines.append(SERVER_HEADER)
+        if not self.has_date:
+            block += date_header()
+        if not self.has_server:
+            block += SERVER_HEADER
+        if self.app_close:
+            self.keep_alive = False
         if not self.keep_alive:
-            lines.append("Connection: close\r\n")
-        elif request.version == "HTTP/1.0":
-            lines.append("Connection: keep-alive\r\n")
+            block += "Connection: close\r\n"
+        elif self.request.version == "HTTP/1.0":
+            block += "Connection: keep-alive\r\n"
+        head = build_head(self.status, block)
         self.head_sent = True
-        return build_head(self.status, "".join(lines))
+        return head
 
     def write(self, data: bytes) -> None:
-        """The `write()` callable, and the path every body piece takes."""
+        """The `write()` callable. Sends the head at once, even for an empty string."""
+        if not self.head_sent and not data and type(data) is bytes:
+            self.out.write(self._head(None))
+        else:
+            self.send(data)
+
+    def send(self, data: bytes) -> None:
+        """Send one piece of the body; the head goes with the first non-empty piece."""
         if type(data) is not bytes:
-            if isinstance(data, (bytes, bytearray, memoryview)):
-                data = bytes(data)
-            else:
-                raise AppError(f"body data must be bytes, not {type(data).__name__}")
+            data = _as_bytes(data)
+        if not data:
+            return  # never an empty chunk: in chunked coding that is the terminator
         if not self.head_sent:
-            if self.status is None:
-                raise AppError("write() called before start_response")
             head = self._head(None)
+            data = self._fit(data)
             if not data:
                 self.out.write(head)
-                return
-            data = self._fit(data)
-            if self.chunked:
+            elif self.chunked:
                 self.out.writev([head, *chunk(data)])
             else:
                 self.out.writev([head, data])
-            return
-        if not data:
             return
         data = self._fit(data)
         if not data:
@@ -437,47 +475,53 @@ class _Cycle:
         self.sent += len(data)
         return data
 
+    def _short(self, size: int) -> None:
+        """The body ends before its Content-Length: the client can only see it by a close."""
+        log.error(
+            "app sent %d of its %d-byte Content-Length for %s %s; closing the connection",
+            size,
+            self.content_length,
+            self.request.method,
+            self.request.target,
+        )
+        self.keep_alive = False
+
     def finish(self) -> None:
+        """The app's iterable is exhausted: end the body (or send a head with no body)."""
         if not self.head_sent:
+            if self.content_length and not self.no_body:
+                self._short(0)
             self.out.write(self._head(0))
-            return
-        if self.chunked:
+        elif self.chunked:
             self.out.write(CHUNK_END)
         elif (
             self.content_length is not None and not self.no_body and self.sent < self.content_length
         ):
-            log.error(
-                "app sent %d of its %d-byte Content-Length for %s %s; closing the connection",
-                self.sent,
-                self.content_length,
-                self.request.method,
-                self.request.target,
-            )
-            self.keep_alive = False
+            self._short(self.sent)
 
     def send_whole(self, parts: list[bytes] | tuple[bytes, ...]) -> None:
         """A body the app gave as a list: one vectored write with a Content-Length."""
-        for p in parts:
-            if type(p) is not bytes:
-                raise AppError(f"body data must be bytes, not {type(p).__name__}")
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
         if self.status is None:
             raise AppError("the app returned without calling start_response")
-        if self.content_length is not None:
+        if len(parts) == 1:
+            body = parts[0]
+            if type(body) is not bytes:
+                body = _as_bytes(body)
+        else:
+            body = b"".join([p if type(p) is bytes else _as_bytes(p) for p in parts])
+        size = len(body)
+        if self.content_length is None:
+            head = self._head(size)
+        else:
+            if size < self.content_length and not self.no_body:
+                self._short(size)  # known before the head: it can say Connection: close
             head = self._head(None)
             body = self._fit(body)
-            if body:
-                self.out.writev([head, body])
-            else:
-                self.out.write(head)
-            self.finish()
-            return
-        head = self._head(len(body))
+            size = len(body)
+        self.sent = size
         if self.no_body or not body:
-            self.sent = len(body)
             self.out.write(head)
         else:
-            self.sent = len(body)
             self.out.writev([head, body])
 
     def send_file(self, wrapper: FileWrapper) -> bool:
@@ -486,22 +530,28 @@ class _Cycle:
         try:
             fd = filelike.fileno()
             st = os.fstat(fd)
-        except (AttributeError, OSError, io.UnsupportedOperation):
-            return False
-        if not stat.S_ISREG(st.st_mode) or self.no_body:
-            return False
-        try:
-            offset = filelike.tell()
-        except (OSError, io.UnsupportedOperation):
+            if not stat.S_ISREG(st.st_mode):
+                return False
+            offset = filelike.tell()  # PEP 3333: send from the current position
+        except (AttributeError, OSError, ValueError):
             return False
         available = max(0, st.st_size - offset)
-        count = self.content_length if self.content_length is not None else available
-        head = self._head(available if self.content_length is None else None)
+        if self.content_length is None:
+            count = available
+            head = self._head(available)
+        else:
+            count = min(self.content_length, available)
+            if count < self.content_length and not self.no_body:
+                self._short(count)
+            head = self._head(None)
         self.out.write(head)
-        sent = self.out.sendfile(fd, offset, min(count, available)) if count else 0
+        if self.no_body or not count:
+            self.sent = count
+            return True
+        sent = self.out.sendfile(fd, offset, count)
         self.sent = sent
         if sent < count:
-            log.error("file shorter than its Content-Length; closing the connection")
+            log.error("file shrank while it was sent; closing the connection")
             self.keep_alive = False
         return True
 
@@ -509,38 +559,46 @@ class _Cycle:
 def run_app(
     app: WSGIApp, environ: dict[str, Any], request: Request, out: Output, keep_alive: bool = True
 ) -> Outcome:
-    """Run one request/response cycle. Never raises, except `ClientDisconnected`."""
+    """Run one request/response cycle. Never raises, except `ClientDisconnected`.
+
+    The app's iterable is closed whatever happens (PEP 3333), a client disconnect included.
+    """
     cycle = _Cycle(request, out, keep_alive)
     result: Iterable[bytes] | None = None
     try:
-        result = app(environ, cycle.start_response)
-        if type(result) is list or type(result) is tuple:
-            if result:
-                cycle.send_whole(result)
+        try:
+            result = app(environ, cycle.start_response)
+            if (type(result) is list or type(result) is tuple) and not cycle.head_sent:
+                if result:
+                    cycle.send_whole(result)
+                else:
+                    cycle.finish()
+            elif (
+                type(result) is FileWrapper
+                and cycle.status is not None
+                and not cycle.head_sent
+                and cycle.send_file(result)
+            ):
+                pass
             else:
-                cycle.finish()
-        elif type(result) is FileWrapper and cycle.status is not None:
-            if not cycle.send_file(result):
+                send = cycle.send
                 for data in result:
-                    cycle.write(data)
+                    send(data)
                 cycle.finish()
-        else:
-            for data in result:
-                cycle.write(data)
-            cycle.finish()
-    except ClientDisconnected:
-        cycle.keep_alive = False
-        _close_iterable(result, environ)
-        raise
-    except Exception as exc:
-        _app_failed(cycle, environ, exc)
-    _close_iterable(result, environ)
-    outcome = cycle.outcome
-    outcome.status = cycle.status or "500 Internal Server Error"
-    outcome.headers = cycle.headers
-    outcome.body_bytes = cycle.sent if not cycle.no_body else 0
-    outcome.keep_alive = cycle.keep_alive
-    return outcome
+        except ClientDisconnected:
+            cycle.keep_alive = False
+            raise
+        except Exception as exc:
+            _app_failed(cycle, environ, exc)
+    finally:
+        if result is not None:
+            _close_iterable(result, environ)
+    return Outcome(
+        cycle.status or "500 Internal Server Error",
+        cycle.headers,
+        0 if cycle.no_body else cycle.sent,
+        cycle.keep_alive,
+    )
 
 
 def _app_failed(cycle: _Cycle, environ: dict[str, Any], exc: Exception) -> None:
@@ -554,11 +612,12 @@ def _app_failed(cycle: _Cycle, environ: dict[str, Any], exc: Exception) -> None:
         return  # the response is half-sent: the only honest thing left is closing
     cycle.status = "500 Internal Server Error"
     cycle.headers = []
-    cycle.no_body = False
-    body = error_response(500)
-    cycle.sent = len(b"500 Internal Server Error\n")
     cycle.head_sent = True
-    cycle.out.write(body)
+    head_only = cycle.request.method == "HEAD"
+    response = error_response(500, head_only=head_only)
+    cycle.no_body = head_only
+    cycle.sent = 0 if head_only else len(response) - response.index(b"\r\n\r\n") - 4
+    cycle.out.write(response)
 
 
 def _close_iterable(result: object, environ: dict[str, Any]) -> None:
