@@ -50,6 +50,7 @@ class Reader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.received = bytearray()  # every byte read from the socket, for inspection
         self.eof = False
         self.reset = False
 
@@ -71,6 +72,7 @@ class Reader:
             self.eof = True
             raise Closed(bytes(self.buf))
         self.buf += data
+        self.received += data
 
     def _until(self, sep: bytes, deadline: float) -> bytes:
         while True:
