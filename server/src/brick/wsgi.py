@@ -131,16 +131,22 @@ def decode_path(raw: str) -> str:
     return unquote_to_bytes(raw).decode("latin-1")
 
 
-def _split_host(host: str, default_port: str) -> tuple[str, str]:
+def _split_host(host: str) -> tuple[str, str]:
+    """The name and port of a Host value (RFC 9110 §7.2); the port is "" when none is given.
+
+    An IPv6 literal keeps its brackets, as in a URL. A port that is not digits is ignored.
+    """
     if host.startswith("["):
         end = host.find("]")
-        if end > 0:
-            rest = host[end + 1 :]
-            return host[: end + 1], rest[1:] if rest.startswith(":") else default_port
-    name, sep, port = host.rpartition(":")
-    if sep and port.isdigit():
-        return name, port
-    return host, default_port
+        if end < 0:
+            return host, ""
+        name, rest = host[: end + 1], host[end + 1 :]
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        name, sep, port = host.rpartition(":")
+        if not sep or ":" in name:
+            return host, ""
+    return name, port if port.isdigit() and port.isascii() else ""
 
 
 class EnvironBuilder:
@@ -217,10 +223,11 @@ class EnvironBuilder:
                     forwarded = {}
                 forwarded[key] = environ[key]
 
-        if request.host is not None:
-            environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(
-                request.host, self.server_port
-            )
+        port: str | None = None  # from the Host; None: keep the listener's
+        if request.host:
+            host_name, port = _split_host(request.host)
+            if host_name:
+                environ["SERVER_NAME"] = host_name
             if request.scheme is not None and "HTTP_HOST" not in environ:
                 environ["HTTP_HOST"] = request.host
         if request.scheme is not None:
@@ -230,11 +237,15 @@ class EnvironBuilder:
         script_name = self.root_path
         if forwarded is not None:
             script_name = self._apply_forwarded(environ, forwarded, script_name)
-        if script_name:
             environ["SCRIPT_NAME"] = script_name
-            if path == script_name or path.startswith(script_name + "/"):
-                path = path[len(script_name) :]
+        if script_name and (path == script_name or path.startswith(script_name + "/")):
+            path = path[len(script_name) :]
         environ["PATH_INFO"] = path
+        if port is not None:
+            # A Host without a port names the scheme's default port (RFC 9110 §4.2).
+            environ["SERVER_PORT"] = port or (
+                "443" if environ["wsgi.url_scheme"] == "https" else "80"
+            )
         return environ
 
     def _apply_forwarded(
