@@ -18,14 +18,26 @@ log = logging.getLogger("brick.error")
 
 
 class BodyBuffer:
-    __slots__ = ("_file", "_mem", "length", "threshold", "tmpdir")
+    """One request's body, written piece by piece as it arrives, read once as `wsgi.input`.
+
+    In memory the pieces are kept as they came and joined once when the body is opened
+    (a body that arrived in one piece is not copied at all). Past `threshold` bytes they
+    go to an anonymous temp file in `tmpdir`; a failure there refuses the request (503).
+    """
+
+    __slots__ = ("_file", "_parts", "length", "threshold", "tmpdir")
 
     def __init__(self, threshold: int, tmpdir: str | None = None) -> None:
         self.threshold = threshold
         self.tmpdir = tmpdir
-        self._mem = bytearray()
+        self._parts: list[bytes] = []
         self._file: IO[bytes] | None = None
         self.length = 0
+
+    @property
+    def spooled(self) -> bool:
+        """True once the body went to a temp file."""
+        return self._file is not None
 
     def write(self, data: bytes) -> None:
         self.length += len(data)
@@ -33,11 +45,11 @@ class BodyBuffer:
             if self._file is not None:
                 self._file.write(data)
                 return
-            self._mem += data
-            if len(self._mem) > self.threshold:
+            self._parts.append(data)
+            if self.length > self.threshold:
                 self._file = tempfile.TemporaryFile(prefix="brick-body-", dir=self.tmpdir)  # noqa: SIM115
-                self._file.write(self._mem)
-                self._mem = bytearray()
+                self._file.writelines(self._parts)
+                self._parts = []
         except OSError as exc:
             log.error("cannot spool a request body to disk: %s", exc)
             self.close()
@@ -54,7 +66,8 @@ class BodyBuffer:
                 raise HTTPError("cannot store the request body", status=503) from exc
             self._file.seek(0)
             return self._file
-        return io.BytesIO(self._mem)
+        # b"".join of one bytes object returns that object, and BytesIO shares its buffer.
+        return io.BytesIO(b"".join(self._parts))
 
     def close(self) -> None:
         if self._file is not None:
@@ -63,4 +76,4 @@ class BodyBuffer:
             except OSError:
                 pass
             self._file = None
-        self._mem = bytearray()
+        self._parts = []
