@@ -10,6 +10,7 @@ Routes (query parameters in brackets); any other path is `/echo`:
                             "<length> <sha256>"; X-Input says "file" for a spooled body
     /big [size, marker]     `size` bytes from a generator in 64 KiB pieces; its close() writes
                             the number of bytes produced to the file `marker`
+    /blob [size]            `size` bytes as one bytes object in a list (an "ordinary" response)
     /boom                   raises before start_response
     /boom-mid               yields one piece, then raises
     /sleep [s]              sleeps s seconds (at most 30)
@@ -95,6 +96,15 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         size = int(query.get("size", "0"))
         start_response("200 OK", [("Content-Type", "application/octet-stream"), pid])
         return _big(size, query.get("marker"))
+    if path == "/blob":
+        size = int(query.get("size", "0"))
+        reps, rest = divmod(size, len(_PIECE_DATA))
+        blob = _PIECE_DATA * reps + _PIECE_DATA[:rest]
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/octet-stream"), ("Content-Length", str(size)), pid],
+        )
+        return [blob]
     if path == "/boom":
         raise RuntimeError("hard_app failed before start_response")
     if path == "/boom-mid":
