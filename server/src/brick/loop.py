@@ -3,12 +3,17 @@
 It knows nothing of HTTP. A registered object gets `handle_event(mask)` when its file
 descriptor is ready. Timers are kept in a heap; `call_soon_threadsafe` lets app threads hand
 work back to the loop thread through a self-pipe, which is the only cross-thread entry point.
+
+One failing handler must not stop the loop (and with it every other client of the process):
+an exception from `handle_event` is logged and passed to the handler's `handle_error(exc)`
+when it has one; an exception from a timer or a handed-back callback is logged.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import os
 import selectors
 import threading
@@ -16,6 +21,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
+
+log = logging.getLogger("brick.error")
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
@@ -101,20 +108,41 @@ class EventLoop:
         except InterruptedError:
             events = []
         for key, mask in events:
-            key.data.handle_event(mask)
+            try:
+                key.data.handle_event(mask)
+            except Exception as exc:
+                self._handler_failed(key.data, exc)
         if timers:
             now = time.monotonic()
             while timers and timers[0][0] <= now:
                 timer = heapq.heappop(timers)[2]
                 if not timer.cancelled:
-                    timer.callback()
+                    self._call(timer.callback)
         if self._ready:
             with self._lock:
                 ready, self._ready = self._ready, deque()
             for callback in ready:
-                callback()
+                self._call(callback)
         if self.on_tick is not None:
             self.on_tick()
+
+    @staticmethod
+    def _handler_failed(handler: Handler, exc: Exception) -> None:
+        on_error = getattr(handler, "handle_error", None)
+        if on_error is None:
+            log.error("unexpected error in an event handler", exc_info=exc)
+            return
+        try:
+            on_error(exc)
+        except Exception:
+            log.exception("unexpected error while handling an error")
+
+    @staticmethod
+    def _call(callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            log.exception("unexpected error in a loop callback")
 
     def run(self, until: Callable[[], bool], max_wait: float = 1.0) -> None:
         self.running = True
