@@ -2,17 +2,19 @@
 
 Theory of operation
 -------------------
-A `Connection` lives in one worker's event loop. It is always in one of four states:
+A `Connection` lives in one worker's event loop. It is always in one of five states:
 
     READING   waiting for (more of) a request; a deadline applies:
                 idle between requests   -> keep-alive timeout
                 part of a head received -> header timeout, counted from its first byte
                 inside a body           -> body timeout, counted from the last bytes received
-    BUSY      the app is running (in the loop thread, or in a pool thread with --threads > 1)
-    WRITING   the app is done but the client has not taken the whole response yet
-    LINGERING after refusing a request: our side is shut, what the client still sends is
-              read and dropped for a moment, so the kernel does not reset the connection
-              before the client has read our error response
+    BUSY      the app is running (in the loop thread, or in a pool thread with --threads > 1);
+              never timed out
+    WRITING   the app is done but the client has not taken the whole response yet; the send
+              timeout applies, counted from the last bytes the client took
+    LINGERING our side is shut (after a refusal, or with unread bytes from the client): what
+              the client still sends is read and dropped for a moment, so the kernel does not
+              reset the connection and destroy the response before the client has read it
     CLOSED
 
 Bytes go to the sans-I/O parser; body pieces go to a `BodyBuffer`; the app runs only once the
@@ -21,10 +23,15 @@ one at a time. Any `HTTPError` from the parser is answered with its status and t
 closes, so nothing after a refused request is ever parsed.
 
 Writing: the connection is the `Output` of `wsgi.run_app`. It sends at once on the non-blocking
-socket and keeps what the kernel did not take; only when more than `HIGH_WATER` bytes are
-pending does the writer wait for the client (bounded by the send timeout). What is still
-pending when the app finishes is flushed by the loop, so a slow reader of an ordinary response
-never holds the loop or an app thread.
+socket and keeps what the kernel did not take (bytes in `outbuf`, a `wsgi.file_wrapper` file as
+a duplicated descriptor and a range). When the app is done, whatever is pending is flushed by
+the loop, so a slow reader of a response never holds the loop or an app thread. Only an app
+that keeps producing while more than `HIGH_WATER` bytes are pending makes its writer wait for
+the client, which bounds memory per connection.
+
+Deadlines are not timers: each connection keeps one `deadline`, and the worker calls
+`Service.sweep` a few times a second. A pool thread hands a finished request back to the loop
+thread with `call_soon_threadsafe`; all state changes happen in the loop thread.
 """
 
 from __future__ import annotations
@@ -50,9 +57,12 @@ from brick.wsgi import ClientDisconnected, EnvironBuilder, Outcome, WSGIApp, run
 log = logging.getLogger("brick.error")
 
 READING, BUSY, WRITING, LINGERING, CLOSED = range(5)
-LINGER_TIME: Final = 2.0  # how long a refused client may keep sending before we close
+# Lingering close (cf. nginx lingering_timeout / lingering_time): a client still sending after
+# we shut our side gets this much silence, and this much time in all, before we close.
+LINGER_IDLE: Final = 2.0
+LINGER_MAX: Final = 10.0
 RECV_SIZE: Final = 256 * 1024
-HIGH_WATER: Final = 1 << 20  # pending response bytes before the writer waits for the client
+HIGH_WATER: Final = 1 << 20  # pending bytes beyond which a still-producing app waits
 
 AccessLog = Callable[[Request, dict[str, Any], Outcome, float], None]
 DebugLog = Callable[[str, bytes], None]
@@ -79,12 +89,19 @@ class Service:
     draining: bool = False
 
     def sweep(self, now: float) -> None:
-        """Close connections whose deadline passed. Called periodically by the worker."""
+        """Act on connections whose deadline passed. Called periodically by the worker.
+
+        A BUSY connection (its request is in the app) is never timed out here: the worker
+        timeout (the heartbeat) is what guards against a stuck app.
+        """
         for conn in list(self.connections.values()):
             if now >= conn.deadline:
-                if conn.state == READING:
+                state = conn.state
+                if state == READING:
                     conn.timed_out()
-                elif conn.state == LINGERING:
+                elif state == WRITING:
+                    conn.send_timed_out()
+                elif state == LINGERING:
                     conn.close()
 
     def close_idle(self) -> None:
@@ -105,7 +122,11 @@ class Connection:
         "busy_since",
         "deadline",
         "fd",
+        "file_fd",
+        "file_left",
+        "file_offset",
         "keep_alive",
+        "linger_until",
         "outbuf",
         "parser",
         "peer",
@@ -134,11 +155,15 @@ class Connection:
         self.request: Request | None = None
         self.body: BodyBuffer | None = None
         self.outbuf = bytearray()
+        self.file_fd = -1  # a file still to send (a dup of the app's), from file_offset on
+        self.file_offset = 0
+        self.file_left = 0
         self.state = READING
         self.keep_alive = True
         self.started = time.monotonic()
         self.busy_since = 0.0
         self.deadline = self.started + service.keepalive_timeout
+        self.linger_until = 0.0
         self._in_process = False
         self._lingering = False
         self._head_logged = False
@@ -149,13 +174,24 @@ class Connection:
     # -- events from the loop ----------------------------------------------------------
 
     def handle_event(self, mask: int) -> None:
-        if mask & EVENT_WRITE and self.state == WRITING:
+        state = self.state
+        if state == READING:
+            self._on_readable()
+        elif state == WRITING:
             self._flush_ready()
-        elif mask & EVENT_READ:
-            if self.state == READING:
-                self._on_readable()
-            elif self.state == LINGERING:
-                self._discard()
+        elif state == LINGERING:
+            self._discard()
+        elif state == BUSY:
+            # A pool thread has the request and the client sent more (pipelining) or
+            # closed. Stop watching until the response is done; the level-triggered
+            # readiness would otherwise spin the loop. (Not unregistering up front saves
+            # two syscalls per request in the common case.)
+            self._unregister()
+
+    def handle_error(self, exc: BaseException) -> None:
+        """The loop caught an unexpected error from `handle_event`: drop this client only."""
+        log.error("unexpected error on the connection from %s", self.peer[0], exc_info=exc)
+        self.close()
 
     def _discard(self) -> None:
         try:
@@ -166,6 +202,8 @@ class Connection:
             data = b""
         if not data:
             self.close()
+            return
+        self.deadline = min(time.monotonic() + LINGER_IDLE, self.linger_until)
 
     def _on_readable(self) -> None:
         try:
@@ -280,16 +318,13 @@ class Connection:
         if service.executor is None:
             self._run(environ, request, keep_alive)
         else:
-            self._unregister()
             service.executor.submit(self._run_in_thread, environ, request, keep_alive)
 
     def _run(self, environ: dict[str, Any], request: Request, keep_alive: bool) -> None:
         try:
             outcome = run_app(self.service.app, environ, request, self, keep_alive)
         except ClientDisconnected:
-            log.debug("client %s went away during the response", self.peer[0])
-            self._release_body()
-            self.close()
+            self._client_gone()
             return
         self._app_done(environ, request, outcome)
 
@@ -306,13 +341,22 @@ class Connection:
     def _thread_done(
         self, environ: dict[str, Any], request: Request, outcome: Outcome | None
     ) -> None:
+        """Back in the loop thread after a pool thread ran the app."""
+        if self.state != BUSY:
+            return  # closed meanwhile (the worker is stopping)
         if outcome is None:
-            self._release_body()
-            self.close()
+            self._client_gone()
             return
-        self._app_done(environ, request, outcome)
-        if self.state == READING:
-            self.process()  # pipelined requests that arrived meanwhile
+        try:
+            self._app_done(environ, request, outcome)
+        except Exception as exc:
+            self.handle_error(exc)
+
+    def _client_gone(self) -> None:
+        log.debug("client %s went away during the response", self.peer[0])
+        self.close()
+        if self.service.on_request_done is not None:
+            self.service.on_request_done()
 
     def _app_done(self, environ: dict[str, Any], request: Request, outcome: Outcome) -> None:
         service = self.service
@@ -328,8 +372,10 @@ class Connection:
     def _finish_response(self) -> None:
         if self.state == CLOSED:
             return
-        if self.outbuf:
+        if self.outbuf or self.file_fd >= 0:
+            # The client has not taken it all yet: the loop sends the rest.
             self.state = WRITING
+            self.deadline = time.monotonic() + self.service.send_timeout
             self._register(EVENT_WRITE)
             return
         self._response_sent()
@@ -341,9 +387,9 @@ class Connection:
         self.state = READING
         self._register(EVENT_READ)
         self.started = time.monotonic()
-        if not self._in_process and self.parser.buffered:
-            self.process()
-        elif not self.parser.buffered:
+        if self.parser.buffered:
+            self.process()  # a pipelined request (a no-op when already inside process)
+        else:
             self.deadline = self.started + self.service.keepalive_timeout
 
     def _release_body(self) -> None:
@@ -356,22 +402,20 @@ class Connection:
     def write(self, data: bytes) -> None:
         if self.service.debug_http is not None:
             self._debug_response(data)
-        if self.outbuf:
-            self.outbuf += data
-        else:
-            try:
-                sent = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                raise ClientDisconnected(str(exc)) from exc
-            if sent < len(data):
-                self.outbuf += memoryview(data)[sent:]
-        if len(self.outbuf) > HIGH_WATER:
-            self._drain()
+        if self.outbuf or self.file_fd >= 0:
+            self._queue(data)
+            return
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        if sent < len(data):
+            self.outbuf += memoryview(data)[sent:]
 
     def writev(self, parts: list[bytes]) -> None:
-        if self.outbuf or self.service.debug_http is not None:
+        if self.outbuf or self.file_fd >= 0 or self.service.debug_http is not None:
             for part in parts:
                 self.write(part)
             return
@@ -387,24 +431,34 @@ class Connection:
                 continue
             self.outbuf += memoryview(part)[sent:]
             sent = 0
-        if len(self.outbuf) > HIGH_WATER:
-            self._drain()
 
     def sendfile(self, fd: int, offset: int, count: int) -> int:
-        self._drain()
+        """Send `count` bytes of the file `fd` from `offset` with os.sendfile.
+
+        What the client does not take at once is left to the loop (the descriptor is
+        duplicated: the app's file is closed when `run_app` returns), so the number
+        returned is `count` unless the file turned out shorter right away.
+        """
         total = 0
-        while total < count:
-            try:
-                sent = os.sendfile(self.fd, fd, offset + total, count - total)
-            except (BlockingIOError, InterruptedError):
-                self._wait_writable()
-                continue
-            except OSError as exc:
-                raise ClientDisconnected(str(exc)) from exc
-            if sent == 0:
-                break  # the file ended early
-            total += sent
-        return total
+        if self.file_fd >= 0:
+            self._drain(0)  # a second file in one response: send the first one whole
+        if not self.outbuf:
+            while total < count:
+                try:
+                    sent = os.sendfile(self.fd, fd, offset + total, count - total)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    raise ClientDisconnected(str(exc)) from exc
+                if not sent:
+                    return total  # the file ended early
+                total += sent
+            if total == count:
+                return total
+        self.file_fd = os.dup(fd)
+        self.file_offset = offset + total
+        self.file_left = count - total
+        return count
 
     def _send_now(self, data: bytes) -> None:
         try:
@@ -412,35 +466,102 @@ class Connection:
         except ClientDisconnected:
             self.close()
 
-    def _drain(self) -> None:
-        """Block (bounded by the send timeout) until every pending byte is sent."""
-        while self.outbuf:
-            self._wait_writable()
+    def _queue(self, data: bytes) -> None:
+        """More output while some is still pending: the app is ahead of the client.
+
+        Past HIGH_WATER pending bytes the writer waits for the client (the loop thread
+        too, with --threads 1): that bounds the memory one connection can hold.
+        """
+        if self.file_fd >= 0:
+            self._drain(0)
+        elif len(self.outbuf) > HIGH_WATER:
+            self._drain(HIGH_WATER)
+        self.outbuf += data
+
+    def _send_some(self) -> int:
+        """Send what the kernel takes now, pending bytes before the pending file."""
+        if self.outbuf:
             try:
                 sent = self.sock.send(self.outbuf)
             except (BlockingIOError, InterruptedError):
-                continue
+                return 0
             except OSError as exc:
                 raise ClientDisconnected(str(exc)) from exc
             del self.outbuf[:sent]
+            return sent
+        if self.file_fd < 0:
+            return 0
+        try:
+            sent = os.sendfile(self.fd, self.file_fd, self.file_offset, self.file_left)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        if not sent:
+            # The file shrank after its length was announced: only a close can tell.
+            log.error("file shorter than announced while sent to %s; closing", self.peer[0])
+            self._end_file()
+            raise ClientDisconnected("file shrank")
+        self.file_offset += sent
+        self.file_left -= sent
+        if not self.file_left:
+            self._end_file()
+        return sent
 
-    def _wait_writable(self) -> None:
-        poller = select.poll()
-        poller.register(self.fd, select.POLLOUT)
-        if not poller.poll(self.service.send_timeout * 1000):
-            raise ClientDisconnected("send timeout")
+    def _drain(self, limit: int) -> None:
+        """Wait until at most `limit` bytes (and no file) are pending.
+
+        The wait is bounded by the send timeout, counted from the last progress. Readiness
+        (POLLOUT) only comes once a good part of the kernel's send buffer is free, which a
+        slow but steady reader may not reach in time; one more try before giving up tells
+        such a reader from one that stopped.
+        """
+        stalled = False
+        while len(self.outbuf) > limit or self.file_fd >= 0:
+            if self._send_some():
+                stalled = False
+            elif stalled:
+                raise ClientDisconnected("send timeout")
+            else:
+                poller = select.poll()
+                poller.register(self.fd, select.POLLOUT)
+                stalled = not poller.poll(self.service.send_timeout * 1000)
 
     def _flush_ready(self) -> None:
+        """The loop's side of WRITING: the socket is writable (or failed)."""
         try:
-            sent = self.sock.send(self.outbuf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
+            sent = self._send_some()
+        except ClientDisconnected:
             self.close()
             return
-        del self.outbuf[:sent]
-        if not self.outbuf:
-            self._response_sent()
+        if self.outbuf or self.file_fd >= 0:
+            if sent:
+                self.deadline = time.monotonic() + self.service.send_timeout
+            return
+        self._response_sent()
+
+    def send_timed_out(self) -> None:
+        """WRITING past its deadline. As in `_drain`: one more try, then drop the client."""
+        try:
+            sent = self._send_some()
+        except ClientDisconnected:
+            sent = 0
+        if sent:
+            if self.outbuf or self.file_fd >= 0:
+                self.deadline = time.monotonic() + self.service.send_timeout
+            else:
+                self._response_sent()
+            return
+        log.debug("client %s stopped reading the response; closing", self.peer[0])
+        self.close()
+
+    def _end_file(self) -> None:
+        if self.file_fd >= 0:
+            try:
+                os.close(self.file_fd)
+            except OSError:
+                pass
+            self.file_fd = -1
 
     def _debug_response(self, data: bytes) -> None:
         if self._head_logged or self.service.debug_http is None:
@@ -475,12 +596,22 @@ class Connection:
         except OSError:
             self.close()
             return
-        if not self._lingering:
+        if not self._lingering and not self.parser.buffered and not self._unread_input():
             self.close()
             return
+        # Closing with unread input would reset the connection, and a reset can destroy
+        # response bytes the client has not read yet: read and drop its input for a while.
         self.state = LINGERING
-        self.deadline = time.monotonic() + LINGER_TIME
+        now = time.monotonic()
+        self.linger_until = now + LINGER_MAX
+        self.deadline = now + LINGER_IDLE
         self._register(EVENT_READ)
+
+    def _unread_input(self) -> bool:
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK))
+        except OSError:  # BlockingIOError included: nothing is waiting
+            return False
 
     def close(self) -> None:
         if self.state == CLOSED:
@@ -489,6 +620,8 @@ class Connection:
         self._unregister()
         self.service.connections.pop(self.fd, None)
         self._release_body()
+        self._end_file()
+        self.outbuf = bytearray()  # not clear(): an app thread may still hold a view of it
         try:
             self.sock.close()
         except OSError:
