@@ -159,12 +159,16 @@ def run_with_progress(settings: Settings) -> dict[str, Any]:
 
 
 def summarize_targets(results: dict[str, Any]) -> int:
+    """Print issue 6's targets; exit status 1 when a server could not be measured."""
     note = report.load_note(results)
     if note:
         print(note.replace("**", ""))
     for target in report.targets(results):
         print(f"  {target.verdict.strip('*'):>12}  {target.goal}: {target.detail}")
-    return 0
+    for failure in results.get("failures", []):
+        first = str(failure["error"]).strip().splitlines()[0]
+        print(f"  failed: {failure['app']} on {failure['server']}: {first}", file=sys.stderr)
+    return 1 if results.get("failures") else 0
 
 
 def cmd_report(options: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from bench.servers import APPS, ROOT, ServerError, ServerProcess, ServerSpec, pi
 PROFILE_DIR = ROOT / "bench" / "results" / "tmp" / "profile"
 _LINE = re.compile(r":\d+\)$")
 _STDLIB = re.compile(r"/lib/python3\.\d+/")
+_WAIT = re.compile(r"^(\w*Selector\.)?select \((selectors\.py|[^)]*/selectors\.py)")
 ENTRY_SHARE = 0.97  # in the cumulative list, leave out the entry chain (main, run, ...)
 
 
@@ -124,6 +125,10 @@ def _amount(value: float, unit: str) -> str:
     return f"{value:.3f}s" if unit == "s" else f"{value:.0f}"
 
 
+def _quantity(value: float, unit: str) -> str:
+    return f"{value:.3f} s" if unit == "s" else f"{value:.0f} samples"
+
+
 # -- running it ----------------------------------------------------------------------------
 
 
@@ -153,15 +158,44 @@ def main(options: argparse.Namespace) -> int:
         print(f"bench profile: {exc}", file=sys.stderr)
         return 1
     print(summary)
-    what = "seconds" if unit == "s" else "samples"
-    print(f"\nTop {options.top} by total time (in the function itself; {what}):")
-    print(format_rows(top(rows, "total", options.top), total, unit))
-    print(f"\nTop {options.top} by cumulative time (including callees; {what}):")
-    inner = [r for r in rows if r.cumulative < ENTRY_SHARE * total]
-    print(format_rows(top(inner, "cumulative", options.top), total, unit))
-    if unit == "s":
-        print("\n(cProfile times are wall-clock: the time in epoll/select is mostly waiting.)")
+    print()
+    print(render(rows, total, unit, options.top))
     return 0
+
+
+def is_waiting(function: str) -> bool:
+    """Whether a profile entry is the event loop waiting for sockets (not CPU work)."""
+    return function.startswith(("<method 'poll' of 'select.", "<method 'select' of 'select.")) or (
+        _WAIT.match(function) is not None
+    )
+
+
+def render(rows: list[Row], total: float, unit: str, count: int) -> str:
+    """The two top lists, with shares of the time the worker was not waiting in the poll.
+
+    The wait shows up in both profilers as time in epoll (cProfile measures wall-clock time;
+    py-spy samples a thread whether it runs or sleeps in a system call); it is the idle time
+    of the worker, so it is reported on its own line and left out of the shares.
+    """
+    what = "seconds" if unit == "s" else "samples"
+    waiting = sum(r.total for r in rows if is_waiting(r.function))
+    busy = total - waiting
+    working = [r for r in rows if not is_waiting(r.function)]
+    inner = [r for r in working if r.cumulative < ENTRY_SHARE * busy]
+    share = waiting / total if total else 0.0
+    return "\n".join(
+        [
+            f"Waiting in the event loop's poll: {_quantity(waiting, unit)},"
+            f" {share:.0%} of the profile; the shares below are of the other"
+            f" {_quantity(busy, unit)}.",
+            "",
+            f"Top {count} by total time (in the function itself; {what}):",
+            format_rows(top(working, "total", count), busy, unit),
+            "",
+            f"Top {count} by cumulative time (including callees; {what}):",
+            format_rows(top(inner, "cumulative", count), busy, unit),
+        ]
+    )
 
 
 def _describe(options: argparse.Namespace, result_line: str) -> str:

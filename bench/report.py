@@ -151,7 +151,8 @@ def targets(results: Results) -> list[Target]:
     found: list[Target] = []
     modes = ordered({e["mode"] for e in results.get("throughput", [])}, MODE_ORDER)
     apps = {e["app"] for e in results.get("throughput", [])}
-    for config in configs(results):
+    # Issue 6's cost targets are for `make bench` (a server per core), not the stack.
+    for config in (c for c in configs(results) if config_key(c)[0] < 1 << 30):
         for mode in modes:
             where = f"{config.replace('x', f' {TIMES} ')}, {mode}"
             if "wsgi" in apps:
@@ -341,9 +342,10 @@ def load_note(results: Results) -> str | None:
     before = results.get("meta", {}).get("loadavg_before") or [0.0]
     if (loads and max(loads) > LOADED) or float(before[0]) > 0.5:
         worst = max(loads, default=0.0)
+        core = f" other processes used up to {worst:.0%} of the server's core during a run;"
         return (
             f"**Taken on a loaded machine**: load average {float(before[0]):.2f} at the start;"
-            f" other processes used up to {worst:.0%} of the server's core during a run."
+            f"{core if worst > 0 else ''}"
             " CPU per request is the figure least affected, but treat every number as noisy."
         )
     return None
@@ -378,16 +380,23 @@ def _settings_line(meta: Mapping[str, Any]) -> str:
 def render(results: Results, chart: str | None = None) -> str:
     """The whole markdown report. `chart` is the PNG's path relative to the report."""
     meta = results.get("meta", {})
-    parts = ["# brick benchmark", "", _settings_line(meta), ""]
+    stack = bool(meta.get("stack"))
+    title = "# brick benchmark through nginx" if stack else "# brick benchmark"
+    parts = [title, "", _settings_line(meta), ""]
     if meta.get("settings", {}).get("quick"):
         parts += ["*Quick smoke run (BENCH_QUICK=1): one short run each; not for quoting.*", ""]
     note = load_note(results)
     if note:
         parts += [note, ""]
+    where = (
+        "the app container's CPU time (its cgroup, through the Docker API)"
+        if stack
+        else "the CPU time of the server's whole process tree (master and workers, from /proc)"
+    )
     parts += [
-        "**Server CPU µs per request** is the CPU time of the server's whole process tree",
-        "(master and workers, from /proc) over a run, divided by the requests wrk saw answered.",
-        "Lower is better; `brick ÷ X` below 1 means brick spends less CPU per request than X.",
+        f"**Server CPU µs per request** is {where} over a run, divided by the requests wrk saw",
+        "answered. Lower is better; `brick ÷ X` below 1 means brick spends less CPU per request",
+        "than X.",
         "",
     ]
     if chart:
@@ -445,7 +454,8 @@ def render(results: Results, chart: str | None = None) -> str:
         parts += [""]
     if meta.get("left_out"):
         parts += ["Left out: " + "; ".join(meta["left_out"]) + ".", ""]
-    parts += [readme_section(results, chart), ""]
+    if not stack:
+        parts += [readme_section(results, chart), ""]
     return "\n".join(parts)
 
 

@@ -13,6 +13,7 @@ or dies is recorded under "failures" and the run goes on with the next one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import os
@@ -21,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -374,6 +375,26 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+@contextlib.contextmanager
+def started(
+    settings: Settings, spec: ServerSpec, app: str, attempts: int = 2
+) -> Iterator[ServerProcess]:
+    """A started server, stopped on the way out. A failed start is tried once more on a new
+    port: the free port found can be taken by someone else before the server binds it."""
+    for attempt in range(attempts):
+        server = ServerProcess(spec, app, settings.logdir, cpu=settings.server_cpu)
+        try:
+            server.start()
+            break
+        except ServerError:
+            if attempt + 1 == attempts:
+                raise
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def _entry(spec: ServerSpec, app: str) -> dict[str, object]:
     return {
         "app": app,
@@ -428,7 +449,7 @@ def _throughput(
     progress: Progress,
 ) -> None:
     progress.step(f"{app} on {spec.label}: starting")
-    with ServerProcess(spec, app, settings.logdir, cpu=settings.server_cpu) as server:
+    with started(settings, spec, app) as server:
         idle_workers, idle_master = server.memory()
         for mode in settings.modes:
             what = f"{app} on {spec.label}, {mode}"
@@ -486,7 +507,7 @@ def _concurrency(
         )
         progress.step(f"{what}: starting")
         try:
-            with ServerProcess(spec, app, settings.logdir, cpu=settings.server_cpu) as server:
+            with started(settings, spec, app) as server:
                 warmups, runs = _repeat(
                     settings,
                     server,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from bench.runner import MODES, SETTLE, Progress, Settings, git_commit, machine, run_wrk, versions
-from bench.servers import ROOT, http_status
+from bench.servers import LABELS, ROOT, http_status
 from bench.stats import Run, summarize
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -99,6 +99,24 @@ def top_rss_kib(top: Mapping[str, Any]) -> tuple[list[int], int | None]:
     workers = [rss for pid, _, rss in rows if pid not in parents]
     roots = [rss for pid, ppid, rss in rows if ppid not in pids and pid in parents]
     return workers, (roots[0] if roots else None)
+
+
+def gunicorn_family(command: str) -> str:
+    """The gunicorn twin's worker class, from its container command, as a server family."""
+    words = command.replace("=", " ").split()
+
+    def value(*flags: str) -> str | None:
+        for flag in flags:
+            if flag in words[:-1]:
+                return words[words.index(flag) + 1]
+        return None
+
+    kind = (value("--worker-class", "-k") or "sync").rsplit(".", 1)[-1].lower()
+    threads = value("--threads") or "1"
+    # gunicorn turns the sync worker into gthread when threads > 1.
+    if kind in ("sync", "syncworker") and threads.isdigit() and int(threads) > 1:
+        kind = "gthread"
+    return "gunicorn-gthread" if "thread" in kind else "gunicorn-sync"
 
 
 # -- the Docker side -----------------------------------------------------------------------
@@ -225,6 +243,8 @@ def run(
                 ("brick", app, f"/{app}/hello"),
                 ("gunicorn", f"gunicorn-{app}", f"/gunicorn/{app}/hello"),
             ):
+                if family == "gunicorn" and service in stack.services:
+                    family = gunicorn_family(stack.command(service))
                 try:
                     _one(stack, settings, app, family, service, base + path,
                          throughput, memory, progress)  # fmt: skip
@@ -260,7 +280,7 @@ def _one(
         "app": app,
         "server": family,
         "family": family,
-        "label": family,
+        "label": LABELS.get(family, family),
         "config": "stack",
         "workers": 0,
         "threads": 0,
@@ -269,7 +289,7 @@ def _one(
     }
     idle, idle_master = stack.memory(service)
     for mode in settings.modes:
-        what = f"{app} on {family} through nginx, {mode}"
+        what = f"{app} on {entry['label']} through nginx, {mode}"
         runs: list[Run] = []
         warmups: list[Run] = []
         nginx_seconds: list[float] = []

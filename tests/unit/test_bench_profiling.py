@@ -134,3 +134,57 @@ def test_container_worker_memory_from_docker_top() -> None:
     assert stack.top_rss_kib({"Titles": ["PID", "PPID", "RSS"], "Processes": None}) == ([], None)
     with pytest.raises(stack.StackError):
         stack.top_rss_kib({"Titles": ["UID", "CMD"], "Processes": []})
+
+
+@pytest.mark.parametrize(
+    ("command", "family"),
+    [
+        ("gunicorn wsgiapp:app --workers 2 --threads 1 --worker-class gthread", "gunicorn-gthread"),
+        ("gunicorn wsgiapp:app --worker-class=gthread", "gunicorn-gthread"),
+        ("gunicorn app -k gunicorn.workers.gthread.ThreadWorker", "gunicorn-gthread"),
+        ("gunicorn app -k sync --threads 4", "gunicorn-gthread"),
+        ("gunicorn app -k sync --threads 1", "gunicorn-sync"),
+        ("gunicorn app --threads 4", "gunicorn-gthread"),
+        ("gunicorn app --workers 2", "gunicorn-sync"),
+    ],
+)
+def test_the_gunicorn_twins_worker_class(command: str, family: str) -> None:
+    assert stack.gunicorn_family(command) == family
+
+
+@pytest.mark.parametrize(
+    ("function", "waiting"),
+    [
+        ("<method 'poll' of 'select.epoll' objects>", True),
+        ("select (selectors.py:451)", True),
+        ("EpollSelector.select (selectors.py)", True),
+        ("run_once (brick/loop.py:99)", False),
+        ("<method 'sendmsg' of '_socket.socket' objects>", False),
+        ("select_best (myapp.py:3)", False),
+    ],
+)
+def test_waiting_in_the_poll(function: str, waiting: bool) -> None:
+    assert profiling.is_waiting(function) is waiting
+
+
+def test_render_leaves_the_wait_out_of_the_shares() -> None:
+    rows = [
+        profiling.Row("EpollSelector.select (selectors.py)", 0, 60.0, 60.0),
+        profiling.Row("run (brick/loop.py)", 0, 0.0, 100.0),
+        profiling.Row("process (brick/connection.py)", 0, 10.0, 40.0),
+        profiling.Row("send (brick/connection.py)", 0, 30.0, 30.0),
+        profiling.Row("sweep (brick/worker.py)", 0, 10.0, 10.0),
+    ]
+    text = profiling.render(rows, 110.0, "samples", 5)
+    assert text.splitlines()[0] == (
+        "Waiting in the event loop's poll: 60 samples, 55% of the profile;"
+        " the shares below are of the other 50 samples."
+    )
+    totals = text.split("Top 5 by total time")[1].split("Top 5 by cumulative")[0]
+    assert "selectors.py" not in totals
+    send = next(line for line in totals.splitlines() if line.endswith("send (brick/connection.py)"))
+    assert send.split()[:2] == ["30", "60.0%"]
+    cumulative = text.split("Top 5 by cumulative")[1]
+    # run() holds the wait too: it is the entry chain, left out of the cumulative list.
+    assert "run (brick/loop.py)" not in cumulative
+    assert "process (brick/connection.py)" in cumulative
