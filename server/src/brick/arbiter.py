@@ -3,18 +3,30 @@
 Theory of operation
 -------------------
 The arbiter opens the listening sockets, then forks `workers` children that share them and
-each run a `Worker` (an event loop). It then sleeps on a wake-up pipe and, each time it wakes,
+each run a `Worker` (an event loop). It then sleeps on a wake-up pipe and, each time it wakes
+(a signal, a child's exit, a worker asking to be replaced, or at least once a second),
 
     1. acts on recorded signals, one `handle_<name>` method per signal (the handler itself
-       only appends to a queue: nothing unsafe runs inside a signal handler);
+       only appends to a list: nothing unsafe runs inside a signal handler);
     2. reaps every exited child (no zombies, ever, even as PID 1 in a container), telling a
        crash from a clean exit in the log;
     3. kills workers whose heartbeat is older than `timeout` (SIGABRT, then SIGKILL);
-    4. forks or retires workers until their number matches the target.
+    4. forks or retires workers until the current ones match the target count.
 
-Heartbeats live in an anonymous shared memory map created before the first fork: each worker
-writes a monotonic timestamp into its slot; the master only reads. No file, no syscall on the
+Replacing a worker always starts the new one first. A worker is *outgoing* when it belongs to
+an older generation (HUP bumps the generation) or asked to be replaced (`--max-requests`,
+`--reload`); outgoing workers keep serving and are sent TERM (drain, then exit) only as their
+replacements report ready. So neither a reload nor a recycle leaves a moment with nobody
+accepting, which matters most with `--reuse-port`, where each worker has its own socket.
+
+Heartbeats live in an anonymous shared memory map created before the first fork, one slot per
+worker: a monotonic timestamp the worker writes every `SWEEP_INTERVAL` (0 until it is ready)
+and a word it sets to ask for a replacement. The master only reads. No file, no syscall on the
 worker's side, nothing that stalls on a container's overlay /tmp.
+
+A worker that cannot load the app exits with `WORKER_BOOT_ERROR` and leaves its one-line reason
+in shared memory; the master then stops everything and exits 1 with that line, instead of
+forking in a loop. Workers that keep dying before they are ready end the master the same way.
 
 All process operations go through a `ProcessOps` object, so the decisions above can be tested
 without forking: tests pass a fake that records what the arbiter asked for.
@@ -34,25 +46,32 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
 from brick.config import Config
-from brick.errors import AppImportError
 from brick.listeners import Address, describe, open_listener, parse_address
 from brick.logs import LogFile, reopen_logs
+from brick.worker import Worker, flush_logs
 from brick.wsgi import WSGIApp
 
 log = logging.getLogger("brick.error")
 
-WORKER_BOOT_ERROR = 3  # a worker's exit code when the app cannot be loaded
-HEARTBEAT_SLOTS = 1024
-KILL_GRACE = 2.0  # seconds between SIGABRT and SIGKILL for a timed-out worker
-_SLOT = struct.Struct("d")
+WORKER_BOOT_ERROR = 3  # a worker's exit code when the app cannot be loaded (gunicorn's too)
+HEARTBEAT_SLOTS = 1024  # the most workers at once (old and new together during a reload)
+KILL_GRACE = 2.0  # seconds between SIGABRT (or the stop deadline) and SIGKILL
+MAX_EARLY_DEATHS = 5  # workers dying in a row before they are ready: give up
+RECYCLE = 1  # the slot's request word: "start my replacement, then retire me"
+
+# One slot: the heartbeat (a double) and the request word (an int), padded to 16 bytes.
+_SLOT = struct.Struct("di4x")
+_HEARTBEAT = struct.Struct("d")
+_REQUEST = struct.Struct("i")
+
 SIGNAL_NAMES: dict[int, str] = {
     signal.SIGHUP: "hup",
     signal.SIGQUIT: "quit",
@@ -103,22 +122,40 @@ class WorkerInfo:
     slot: int
     born: float
     generation: int
-    retiring: bool = False  # sent TERM; leaves the count when it exits
-    aborted_at: float = 0.0  # when SIGABRT was sent for a timeout
+    ready: bool = False  # has sent its first heartbeat: it is accepting
+    recycle: bool = False  # asked to be replaced (max requests, source change)
+    retiring: bool = False  # sent TERM or QUIT; leaves the count when it exits
+    aborted_at: float = 0.0  # when SIGABRT (and later SIGKILL) was sent for a timeout
 
 
 class Heartbeats:
-    """Worker liveness timestamps in shared memory, one 8-byte slot per worker."""
+    """Worker liveness and requests in shared memory, one 16-byte slot per worker.
+
+    A worker writes only its own slot and the master only reads (except to clear a slot
+    before handing it to a new worker), so no lock is needed: an aligned 8-byte store is
+    atomic on the platforms we run on.
+    """
 
     def __init__(self, slots: int = HEARTBEAT_SLOTS) -> None:
         self.map = mmap.mmap(-1, slots * _SLOT.size)
         self.slots = slots
 
+    def clear(self, slot: int) -> None:
+        _SLOT.pack_into(self.map, slot * _SLOT.size, 0.0, 0)
+
     def beat(self, slot: int, when: float) -> None:
-        _SLOT.pack_into(self.map, slot * _SLOT.size, when)
+        _HEARTBEAT.pack_into(self.map, slot * _SLOT.size, when)
 
     def last(self, slot: int) -> float:
-        value: float = _SLOT.unpack_from(self.map, slot * _SLOT.size)[0]
+        """The last heartbeat, 0.0 before the worker is ready."""
+        value: float = _HEARTBEAT.unpack_from(self.map, slot * _SLOT.size)[0]
+        return value
+
+    def ask(self, slot: int, request: int) -> None:
+        _REQUEST.pack_into(self.map, slot * _SLOT.size + 8, request)
+
+    def request(self, slot: int) -> int:
+        value: int = _REQUEST.unpack_from(self.map, slot * _SLOT.size + 8)[0]
         return value
 
 
@@ -163,10 +200,11 @@ class Arbiter:
         self.stop_deadline = 0.0
         self.exit_code = 0
         self.failure: str | None = None  # why the master gave up, for the CLI's last line
+        self.early_deaths = 0  # workers that died before they were ready, in a row
         self.pid = os.getpid()
         self._wake_r = self._wake_w = -1
-        self._boot_failed = False
         self.boot_error = mmap.mmap(-1, 4096)  # a failed worker's one-line reason
+        self._unix_inodes: dict[str, int] = {}  # socket files we created, to remove at exit
 
     # -- start-up ----------------------------------------------------------------------
 
@@ -174,25 +212,36 @@ class Arbiter:
         config = self.config
         for text in config.bind:
             address = parse_address(text)
-            sock = open_listener(address, config.backlog, reuse_port=config.reuse_port)
+            if config.reuse_port and address.kind == "tcp":
+                # Each worker opens and listens on its own socket. The master only holds the
+                # address (bound, never listening): a listening socket here would join the
+                # SO_REUSEPORT group and get its share of connections that nobody accepts.
+                sock = _reserve(address)
+            else:
+                sock = open_listener(address, config.backlog, reuse_port=config.reuse_port)
             self.sockets.append(sock)
             self.addresses.append(address)
+            if address.kind == "unix":
+                self._unix_inodes[address.path] = os.stat(address.path).st_ino
             log.info("Listening at: %s (%d)", describe(sock), self.pid)
 
     def run(self) -> int:
         self._setup_signals()
-        self._write_pidfile()
+        try:
+            self._write_pidfile()
+        except OSError as exc:
+            self.failure = f"cannot write the pid file {self.config.pidfile}: {exc.strerror}"
+            return 1
         _set_title(f"master [{self.config.proc_name or self.config.wsgi_app}]")
         log.info("Booting %d worker(s), %d thread(s) each", self.num_workers, self.config.threads)
         try:
             self.maintain()
-            while True:
+            while not (self.stopping and not self.workers):
                 self.sleep()
                 self.tick()
-                if self.stopping and not self.workers:
-                    break
         finally:
             self._remove_pidfile()
+            self._unlink_unix_sockets()
         log.info("Shutting down: master %d", self.pid)
         return self.exit_code
 
@@ -230,8 +279,8 @@ class Arbiter:
         timeout = 1.0
         if self.config.timeout:
             timeout = min(timeout, max(0.05, self.config.timeout / 4))
-        if self.stopping:
-            timeout = 0.1
+        if self.stopping or any(not w.ready for w in self.workers.values()):
+            timeout = 0.1  # waiting for workers to start or to stop: look more often
         try:
             ready, _, _ = select.select([self._wake_r], [], [], timeout)
         except InterruptedError:
@@ -259,11 +308,12 @@ class Arbiter:
         self.stop(graceful=False)
 
     def handle_hup(self) -> None:
-        log.info("Handling signal: HUP (reload)")
+        log.info("Handling signal: HUP (reload: new workers, then the old ones drain)")
         self.reload()
 
     def handle_ttin(self) -> None:
-        self.num_workers += 1
+        if self.num_workers < self.heartbeats.slots // 2:
+            self.num_workers += 1
         log.info("Handling signal: TTIN; workers now %d", self.num_workers)
         self.maintain()
 
@@ -274,44 +324,68 @@ class Arbiter:
         self.maintain()
 
     def handle_usr1(self) -> None:
-        log.info("Handling signal: USR1 (reopen logs)")
         reopen_logs()
+        log.info("Handling signal: USR1 (log files reopened)")
         for pid in self.workers:
             self.ops.kill(pid, signal.SIGUSR1)
 
     # -- decisions ---------------------------------------------------------------------
 
-    def active_workers(self) -> list[WorkerInfo]:
-        return [w for w in self.workers.values() if not w.retiring]
+    def is_current(self, info: WorkerInfo) -> bool:
+        """Counts toward the target: not leaving, not outgoing."""
+        return not info.retiring and not info.recycle and info.generation == self.generation
+
+    def current_workers(self) -> list[WorkerInfo]:
+        return [w for w in self.workers.values() if self.is_current(w)]
+
+    def poll_heartbeats(self) -> None:
+        """Learn which workers became ready and which asked to be replaced."""
+        heartbeats = self.heartbeats
+        for info in self.workers.values():
+            if not info.ready and heartbeats.last(info.slot) > 0.0:
+                info.ready = True
+                self.early_deaths = 0
+            if not info.recycle and heartbeats.request(info.slot) == RECYCLE:
+                info.recycle = True
+                log.info("Worker %d asked to be replaced", info.pid)
 
     def maintain(self) -> None:
-        """Fork or retire workers until the active ones match the target count."""
+        """Fork or retire workers until the current ones match the target count.
+
+        Outgoing workers (an older generation, or asking to be replaced) are retired only
+        as current ones become ready, so someone is always accepting.
+        """
         if self.stopping:
             return
-        active = self.active_workers()
-        while len(active) < self.num_workers:
+        self.poll_heartbeats()
+        current = self.current_workers()
+        while len(current) < self.num_workers:
             info = self.spawn()
             if info is None:
                 return
-            active.append(info)
-        if len(active) > self.num_workers:
+            current.append(info)
+        if len(current) > self.num_workers:
             # Retire the oldest first: they have served longest (gunicorn does the same).
-            for info in sorted(active, key=lambda w: w.born)[: len(active) - self.num_workers]:
+            for info in sorted(current, key=lambda w: w.born)[: len(current) - self.num_workers]:
+                self.retire(info)
+        outgoing = [w for w in self.workers.values() if not w.retiring and not self.is_current(w)]
+        if outgoing:
+            ready = sum(1 for w in current if w.ready and not w.retiring)
+            keep = max(0, self.num_workers - ready)
+            for info in sorted(outgoing, key=lambda w: w.born)[: max(0, len(outgoing) - keep)]:
                 self.retire(info)
 
     def retire(self, info: WorkerInfo) -> None:
+        """TERM: the worker stops accepting, finishes its requests and exits."""
         info.retiring = True
         self.ops.kill(info.pid, signal.SIGTERM)
 
     def reload(self) -> None:
-        """New workers first, then the old ones drain: no request fails during the swap."""
-        old = self.active_workers()
+        """A new generation: new workers import the app afresh; the old ones drain."""
+        if self.stopping:
+            return
         self.generation += 1
-        for _ in range(self.num_workers):
-            if self.spawn() is None:
-                return
-        for info in old:
-            self.retire(info)
+        self.maintain()
 
     def reap(self) -> None:
         for pid, status in self.ops.reap():
@@ -319,21 +393,39 @@ class Arbiter:
             if info is None:
                 continue  # an orphan we adopted as PID 1, or a stray child: reaped all the same
             clean, words = describe_status(status)
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_ERROR:
+            if not info.ready and self.heartbeats.last(info.slot) > 0.0:
+                info.ready = True
+            expected = info.retiring or self.stopping
+            if (
+                not info.ready
+                and os.WIFEXITED(status)
+                and os.WEXITSTATUS(status) == WORKER_BOOT_ERROR
+            ):
                 reason = self.boot_error[:].split(b"\0", 1)[0].decode("utf-8", "replace")
-                log.debug("Worker %d failed to boot", pid)
-                if not self.stopping:
-                    self.failure = reason or "a worker failed to boot"
-                    self.exit_code = 1
-                    self._boot_failed = True
-                    self.stop(graceful=False)
+                self._give_up(f"worker {pid} failed to boot: {reason or 'no reason given'}")
                 continue
             if info.aborted_at:
                 log.error("Worker %d (timed out) %s", pid, words)
-            elif clean or info.retiring or self.stopping:
+            elif clean or expected:
                 log.info("Worker %d %s", pid, words)
             else:
                 log.error("Worker %d %s; starting a new one", pid, words)
+            if not info.ready and not expected:
+                self.early_deaths += 1
+                if self.early_deaths >= MAX_EARLY_DEATHS:
+                    self._give_up(
+                        f"{self.early_deaths} workers in a row died before they were ready; "
+                        f"the last one {words}"
+                    )
+
+    def _give_up(self, reason: str) -> None:
+        if self.stopping:
+            log.info("%s (while stopping)", reason)
+            return
+        log.error("%s; stopping", reason)
+        self.failure = reason
+        self.exit_code = 1
+        self.stop(graceful=False)
 
     def check_timeouts(self) -> None:
         timeout = self.config.timeout
@@ -345,13 +437,16 @@ class Arbiter:
                 if now - info.aborted_at >= KILL_GRACE:
                     log.error("Worker %d did not exit after SIGABRT; sending SIGKILL", info.pid)
                     self.ops.kill(info.pid, signal.SIGKILL)
-                    info.aborted_at = now  # retry later if it somehow survives
+                    info.aborted_at = now  # and again later, if it somehow survives
                 continue
-            silent = now - max(self.heartbeats.last(info.slot), info.born)
+            beat = self.heartbeats.last(info.slot)
+            silent = now - max(beat, info.born)
             if silent > timeout:
+                what = "one request has been running for" if beat > 0.0 else "still not ready after"
                 log.error(
-                    "Worker %d timed out: no heartbeat for %.1fs (timeout %ss); sending SIGABRT",
+                    "Worker %d timed out: %s %.1fs (timeout %ss); sending SIGABRT",
                     info.pid,
+                    what,
                     silent,
                     _num(timeout),
                 )
@@ -359,12 +454,11 @@ class Arbiter:
                 self.ops.kill(info.pid, signal.SIGABRT)
 
     def stop(self, graceful: bool) -> None:
+        """TERM every worker (drain up to graceful_timeout), or QUIT them (exit now)."""
         if self.stopping and graceful:
             return
         self.stopping = True
-        timeout = (
-            self.config.graceful_timeout if graceful else min(self.config.graceful_timeout, 5.0)
-        )
+        timeout = self.config.graceful_timeout if graceful else min(self.config.graceful_timeout, 5)
         self.stop_deadline = self.ops.now() + timeout
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         for info in self.workers.values():
@@ -388,27 +482,32 @@ class Arbiter:
         raise RuntimeError("no free heartbeat slot")
 
     def spawn(self) -> WorkerInfo | None:
-        if self._boot_failed:
+        if self.stopping:
             return None
         slot = self._free_slot()
+        self.heartbeats.clear(slot)
         now = self.ops.now()
-        self.heartbeats.beat(slot, now)
+        # Signals wait (blocked) until the child has its own handlers: one arriving in
+        # between would otherwise land in a copy of the master's handler and be lost.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNAL_NAMES)
         try:
             pid = self.ops.fork()
+            if pid == 0:
+                self._child(slot, mask)  # never returns
         except OSError as exc:
-            log.error("cannot fork a worker: %s", exc.strerror)
+            log.error("cannot fork a worker: %s; trying again soon", exc.strerror)
             return None
-        if pid == 0:
-            self._child(slot)  # never returns
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         info = WorkerInfo(pid, slot, now, self.generation)
         self.workers[pid] = info
         log.info("Booting worker with pid: %d", pid)
         return info
 
-    def _child(self, slot: int) -> None:
+    def _child(self, slot: int, mask: Iterable[int]) -> None:
         code = 1
         try:
-            code = self._run_worker(slot)
+            code = self._run_worker(slot, mask)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -422,37 +521,44 @@ class Arbiter:
                 pass
             self.ops.exit(code)
 
-    def _run_worker(self, slot: int) -> int:
-        from brick.worker import Worker
-
-        for sig in SIGNAL_NAMES:
-            signal.signal(sig, signal.SIG_DFL)
+    def _run_worker(self, slot: int, mask: Iterable[int]) -> int:
+        # Until the worker's loop runs, a stop request simply ends the process (quietly:
+        # the master asked for it); HUP, TTIN, TTOU and USR1 are for the master only.
+        # (Signals are blocked since the fork; a stop request that arrived meanwhile is
+        # pending and is delivered on unblocking. Never set SIG_IGN on TERM, INT or QUIT
+        # here: that would discard a pending one.)
         signal.set_wakeup_fd(-1)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        _set_title(f"worker [{self.config.proc_name or self.config.wsgi_app}]")
+        for sig in SIGNAL_NAMES:
+            if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                signal.signal(sig, _exit_while_booting)
+            else:
+                signal.signal(sig, signal.SIG_DFL if sig == signal.SIGCHLD else signal.SIG_IGN)
         signal.signal(signal.SIGABRT, _abort_handler)
-        app = self.app
-        if app is None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(self._wake_r)
+        _set_title(f"worker [{self.config.proc_name or self.config.wsgi_app}]")
+        try:
+            app = self.app if self.app is not None else self.load_app()
+            sockets = self.sockets
+            owned: list[socket.socket] = []
+            if self.config.reuse_port:
+                pairs = zip(self.sockets, self.addresses, strict=True)
+                sockets = [self._own_socket(sock, address) for sock, address in pairs]
+                owned = [s for s in sockets if s not in self.sockets]
+        except Exception as exc:
+            log.debug("worker %d cannot boot", os.getpid(), exc_info=True)
+            data = _boot_reason(exc).encode("utf-8", "replace")[:4000] + b"\0"
+            self.boot_error[: len(data)] = data
+            return WORKER_BOOT_ERROR
+
+        heartbeats, wake_w, monotonic = self.heartbeats, self._wake_w, time.monotonic
+
+        def recycle() -> None:
+            heartbeats.ask(slot, RECYCLE)
             try:
-                app = self.load_app()
-            except Exception as exc:
-                if not isinstance(exc, AppImportError):
-                    log.debug("error loading the app", exc_info=True)
-                reason = (
-                    str(exc)
-                    if isinstance(exc, AppImportError)
-                    else (f"error loading the app: {exc.__class__.__name__}: {exc}")
-                )
-                data = reason.encode("utf-8", "replace")[:4000] + b"\0"
-                self.boot_error[: len(data)] = data
-                return WORKER_BOOT_ERROR
-        sockets = self.sockets
-        if self.config.reuse_port:
-            pairs = zip(self.sockets, self.addresses, strict=True)
-            sockets = [self._own_socket(sock, address) for sock, address in pairs]
-        heartbeats = self.heartbeats
-        monotonic = time.monotonic
+                os.write(wake_w, b"R")  # wake the master now rather than at its next tick
+            except OSError:
+                pass
 
         worker = Worker(
             app,
@@ -460,6 +566,8 @@ class Arbiter:
             sockets,
             errors=self.errors,
             parent_pid=self.pid,
+            owned_sockets=owned,
+            recycle=recycle,
         )
 
         def heartbeat() -> None:
@@ -469,11 +577,11 @@ class Arbiter:
         if self.config.reload:
             from brick.reloader import start_reloader
 
-            start_reloader(lambda: os.kill(os.getpid(), signal.SIGTERM))
+            start_reloader(worker.request_recycle)
         return worker.run()
 
     def _own_socket(self, shared: socket.socket, address: Address) -> socket.socket:
-        """With --reuse-port, a TCP worker binds its own socket to the master's address."""
+        """With --reuse-port, a TCP worker listens on its own socket at the master's address."""
         if address.kind != "tcp":
             return shared
         host, port = shared.getsockname()[:2]
@@ -483,7 +591,7 @@ class Arbiter:
         shared.close()
         return own
 
-    # -- pidfile -----------------------------------------------------------------------
+    # -- files -------------------------------------------------------------------------
 
     def _write_pidfile(self) -> None:
         path = self.config.pidfile
@@ -506,10 +614,62 @@ class Arbiter:
             if exc.errno != errno.ENOENT:
                 log.warning("cannot remove pidfile %s: %s", path, exc.strerror)
 
+    def _unlink_unix_sockets(self) -> None:
+        """Remove the unix socket files we created (only if they are still ours)."""
+        for address in self.addresses:
+            if address.kind != "unix":
+                continue
+            try:
+                if os.stat(address.path).st_ino == self._unix_inodes.get(address.path):
+                    os.unlink(address.path)
+            except OSError:
+                pass
 
-def _abort_handler(signum: int, frame: FrameType | None) -> Any:
-    stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
-    log.error("Worker %d aborted after a timeout; it was here:\n%s", os.getpid(), stack)
+
+def _reserve(address: Address) -> socket.socket:
+    """Bind (but do not listen on) a SO_REUSEPORT socket: it holds the address and port."""
+    infos = socket.getaddrinfo(
+        address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, socktype, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _boot_reason(exc: Exception) -> str:
+    from brick.errors import AppImportError
+
+    if isinstance(exc, AppImportError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot open a listening socket: {exc.strerror}"
+    return f"error loading the app: {exc.__class__.__name__}: {exc}"
+
+
+def _exit_while_booting(signum: int, frame: FrameType | None) -> None:
+    # Not SystemExit: the app's import (or the importer) could catch it.
+    flush_logs()
+    os._exit(0)
+
+
+def _abort_handler(signum: int, frame: FrameType | None) -> None:
+    """SIGABRT from the master's timeout: say where every thread was, then exit."""
+    main = threading.main_thread().ident
+    stacks = []
+    for ident, thread_frame in sys._current_frames().items():
+        if ident == main:
+            thread_frame = frame or thread_frame
+        name = next((t.name for t in threading.enumerate() if t.ident == ident), str(ident))
+        stacks.append(f"thread {name}:\n" + "".join(traceback.format_stack(thread_frame)))
+    log.error("Worker %d aborted after a timeout; it was here:\n%s", os.getpid(), "\n".join(stacks))
+    flush_logs()
     os._exit(1)
 
 

@@ -1,12 +1,27 @@
 """One worker process: the event loop, an optional app thread pool, heartbeat, graceful drain.
 
 The worker does not know how it was started (forked by the arbiter, or run directly): it gets
-the app, the listening sockets and a `heartbeat` callable, and runs until told to stop.
+the app, the listening sockets, a `heartbeat` callable and a `recycle` callable, and runs until
+told to stop.
 
-Signals (each handler only records the signal; the loop acts on it):
+Supervision never touches the per-request path: the heartbeat, deadline checks, signal
+handling and the parent check all run from `_tick`, at most once per `SWEEP_INTERVAL`.
+
+Heartbeat: with `--threads 1` the loop thread runs the app, so a request stuck in the app
+stops the loop and with it the heartbeat. With a pool the loop keeps running, so the heartbeat
+reports `progress_since`: the start of the oldest request still running in an app thread. A
+request stuck in one thread therefore looks, to the master, exactly like a stuck loop.
+
+Accepting with a pool: a worker takes one connection per loop turn, and while every app thread
+is busy it leaves new connections in the kernel's queue for one sweep, so an idle worker gets
+the first chance to take them. It still takes them afterwards: a busy pool never stops the
+loop from accepting, reading, timing out or closing connections.
+
+Signals:
     TERM        graceful: stop accepting, finish in-flight requests (up to graceful_timeout)
-    INT, QUIT   quick: exit now
+    INT, QUIT   quick: exit at once, from the handler (the loop may be inside the app)
     USR1        reopen log files
+TERM and USR1 handlers only record the signal; the loop acts on it at its next turn.
 """
 
 from __future__ import annotations
@@ -18,14 +33,15 @@ import random
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
-from typing import IO, cast
+from typing import IO, ParamSpec, TypeVar, cast
 
 from brick.config import Config
-from brick.connection import BUSY, Connection, Service
+from brick.connection import READING, Connection, Service
 from brick.listeners import server_name_port
 from brick.logs import AccessLog, LogFile, debug_http_printer, reopen_logs
 from brick.loop import EVENT_READ, EventLoop
@@ -35,26 +51,74 @@ from brick.wsgi import EnvironBuilder, WSGIApp
 log = logging.getLogger("brick.error")
 
 SWEEP_INTERVAL = 0.1  # how often deadlines are checked; timeouts are accurate to this
+DRAIN_IDLE = 0.5  # when draining, an idle connection gets this long to send one more request
 _ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class AppPool(ThreadPoolExecutor):
+    """The app threads (`--threads N`, N > 1), noting when each one's current request began.
+
+    The note is a dict store and delete in the app thread, far cheaper than the hand-off
+    itself; it tells the heartbeat about stuck threads without mistaking requests merely
+    waiting in the queue for stuck ones.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size, thread_name_prefix="brick-app")
+        self.size = size
+        self.running: dict[int, float] = {}  # thread ident -> when its request began
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        return super().submit(self._timed, fn, *args, **kwargs)
+
+    def _timed(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        ident = threading.get_ident()
+        self.running[ident] = time.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            del self.running[ident]
+
+    def saturated(self) -> bool:
+        return len(self.running) >= self.size
+
+    def oldest_start(self, now: float) -> float:
+        """When the longest-running request began, or `now` when no thread is busy."""
+        return min([now, *list(self.running.values())])
 
 
 class Listener:
     """Accepts connections on one listening socket and hands them to `Connection`."""
 
     def __init__(
-        self, sock: socket.socket, service: Service, builder: EnvironBuilder, limit: int
+        self,
+        sock: socket.socket,
+        service: Service,
+        builder: EnvironBuilder,
+        limit: int,
+        *,
+        pool: AppPool | None = None,
+        owned: bool = False,
     ) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.service = service
         self.builder = builder
         self.limit = limit
+        self.pool = pool
+        self.owned = owned  # our own SO_REUSEPORT socket: closed when we stop accepting
+        self.batch = 1 if pool is not None else 64
         self.tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         self.paused_until = 0.0
         self.active = False
+        self.deferred = False
+        self.closed = False
 
     def start(self) -> None:
-        if not self.active:
+        if not self.active and not self.closed:
             self.service.loop.register(self.fd, EVENT_READ, self)
             self.active = True
 
@@ -65,9 +129,20 @@ class Listener:
         self.paused_until = time.monotonic() + seconds
 
     def handle_event(self, mask: int) -> None:
+        pool = self.pool
+        if pool is not None and pool.saturated() and not self.deferred:
+            # Every thread is busy: leave the connection in the backlog for one sweep,
+            # so an idle worker can take it first; then take it ourselves.
+            self.deferred = True
+            self.pause()
+            return
+        self.deferred = False
+        self.accept(self.batch)
+
+    def accept(self, batch: int) -> None:
         service = self.service
         connections = service.connections
-        for _ in range(64):  # bounded, so one busy listener cannot starve the loop
+        for _ in range(batch):  # bounded, so one busy listener cannot starve the loop
             if len(connections) >= self.limit:
                 self.pause()  # backpressure: new clients wait in the kernel backlog
                 return
@@ -89,6 +164,15 @@ class Listener:
                 peer = ("", "")
             Connection(service, sock, peer, self.builder)
 
+    def close(self) -> None:
+        """Stop for good. Our own socket is closed, after taking what waits in its queue:
+        the kernel then sends new clients to the other workers' sockets instead."""
+        self.pause(float("inf"))
+        if self.owned and not self.closed:
+            self.closed = True
+            self.accept(1024)
+            self.sock.close()
+
 
 class Worker:
     def __init__(
@@ -100,35 +184,39 @@ class Worker:
         heartbeat: Callable[[], None] | None = None,
         errors: LogFile | None = None,
         parent_pid: int | None = None,
+        owned_sockets: list[socket.socket] | None = None,
+        recycle: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
         self.config = config
         self.sockets = sockets
+        self.owned_sockets = owned_sockets or []
         self.heartbeat = heartbeat
+        self.recycle = recycle  # asks the master for a replacement; None: just stop
         self.errors = errors
         self.parent_pid = parent_pid
         self.stopping = False
         self.quick = False
+        self.recycling = False
         self.exit_code = 0
         self.deadline = 0.0
-        self._signal: int | None = None
+        self._signals: list[int] = []
         self._next_sweep = 0.0
         self.requests = 0
         max_requests = config.max_requests
         if max_requests and config.max_requests_jitter:
             max_requests += random.randint(0, config.max_requests_jitter)
         self.max_requests = max_requests
+        # The loop must wake often enough for the heartbeat to beat well within the timeout.
+        self.max_wait = min(0.5, config.timeout / 4) if config.timeout else 0.5
 
     # -- setup -------------------------------------------------------------------------
 
     def _build(self) -> tuple[EventLoop, Service, list[Listener]]:
         config = self.config
         loop = EventLoop()
-        executor = (
-            ThreadPoolExecutor(config.threads, thread_name_prefix="brick-app")
-            if config.threads > 1
-            else None
-        )
+        pool = AppPool(config.threads) if config.threads > 1 else None
+        self.pool = pool
         access_log = (
             AccessLog(config.accesslog, config.access_log_format) if config.accesslog else None
         )
@@ -149,12 +237,12 @@ class Worker:
             send_timeout=config.send_timeout,
             spool_threshold=config.body_spool_threshold,
             spool_dir=config.tmp_upload_dir,
-            executor=executor,
+            executor=pool,
             access_log=access_log,
             debug_http=(
                 debug_http_printer(errors_stream or sys.stderr) if config.debug_http else None
             ),
-            on_request_done=self._request_done,
+            on_request_done=self._request_done if self.max_requests else None,
         )
         trust_all = "*" in config.forwarded_allow_ips
         listeners = []
@@ -170,18 +258,28 @@ class Worker:
                 forwarded_trusted_ips=frozenset(config.forwarded_allow_ips),
                 forwarded_trust_all=trust_all,
             )
-            listeners.append(Listener(sock, service, builder, config.worker_connections))
+            owned = any(sock is own for own in self.owned_sockets)
+            listeners.append(
+                Listener(sock, service, builder, config.worker_connections, pool=pool, owned=owned)
+            )
         return loop, service, listeners
 
     def _install_signals(self, loop: EventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
             signal.signal(sig, self._record_signal)
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGCHLD else signal.SIG_IGN)
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.set_wakeup_fd(loop._wake_w, warn_on_full_buffer=False)
 
     def _record_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signal = signum
+        if signum in (signal.SIGINT, signal.SIGQUIT):
+            # Quick stop means now, even when the loop thread is inside the app and would
+            # only see a recorded signal after the request (gunicorn's workers do the same).
+            flush_logs()
+            os._exit(0)
+        if len(self._signals) < 16:
+            self._signals.append(signum)
 
     # -- running -----------------------------------------------------------------------
 
@@ -193,12 +291,13 @@ class Worker:
             listener.start()
         loop.on_tick = self._tick
         if self.heartbeat is not None:
-            self.heartbeat()
+            self.heartbeat()  # the first beat also tells the master we are accepting
         try:
-            loop.run(until=self._done, max_wait=0.5)
+            loop.run(until=self._done, max_wait=self.max_wait)
         finally:
-            if service.executor is not None:
-                service.executor.shutdown(wait=not self.quick, cancel_futures=self.quick)
+            if self.pool is not None:
+                # Never wait here: after a graceful timeout a thread may still be stuck.
+                self.pool.shutdown(wait=False, cancel_futures=True)
             for conn in list(service.connections.values()):
                 conn.close()
             loop.close()
@@ -223,17 +322,14 @@ class Worker:
         With one thread the loop runs the app itself, so a stuck app stops the heartbeat.
         With a pool the loop keeps running, so a stuck request must hold the clock back.
         """
-        if self.service.executor is None:
+        if self.pool is None:
             return now
-        oldest = now
-        for conn in self.service.connections.values():
-            if conn.state == BUSY and conn.busy_since < oldest:
-                oldest = conn.busy_since
-        return oldest
+        return self.pool.oldest_start(now)
 
     def _tick(self) -> None:
-        if self._signal is not None:
-            self._handle_signal(self._signal)
+        """Supervision, once per loop turn; the real work at most once per SWEEP_INTERVAL."""
+        if self._signals:
+            self._handle_signals()
         now = time.monotonic()
         if now < self._next_sweep:
             return
@@ -242,7 +338,7 @@ class Worker:
             self.heartbeat()
         self.service.sweep(now)
         if self.stopping:
-            self.service.close_idle()
+            self._close_idle(now)
             return
         for listener in self.listeners:
             if (
@@ -255,22 +351,32 @@ class Worker:
             log.warning("the master (pid %d) is gone; stopping", self.parent_pid)
             self.begin_stop(graceful=True)
 
-    def _handle_signal(self, signum: int) -> None:
-        self._signal = None
-        if signum == signal.SIGTERM:
-            self.begin_stop(graceful=True)
-        elif signum in (signal.SIGINT, signal.SIGQUIT):
-            self.begin_stop(graceful=False)
-        elif signum == signal.SIGUSR1:
-            reopen_logs()
-            if self.access_log is not None:
-                self.access_log.reopen()
+    def _handle_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            if signum == signal.SIGTERM:
+                self.begin_stop(graceful=True)
+            elif signum == signal.SIGUSR1:
+                reopen_logs()
+                if self.access_log is not None:
+                    self.access_log.reopen()
 
     def _request_done(self) -> None:
         self.requests += 1
-        if self.max_requests and self.requests >= self.max_requests and not self.stopping:
-            log.info("worker %d served %d requests; restarting", os.getpid(), self.requests)
-            self.begin_stop(graceful=True)
+        if self.requests >= self.max_requests and not self.recycling:
+            log.info("Worker %d served %d requests; recycling", os.getpid(), self.requests)
+            self.request_recycle()
+
+    def request_recycle(self) -> None:
+        """Ask to be replaced (the master starts the new worker first, then stops us);
+        without a master, simply stop gracefully. Safe to call from any thread."""
+        if self.recycling or self.stopping:
+            return
+        self.recycling = True
+        if self.recycle is not None:
+            self.recycle()
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def begin_stop(self, graceful: bool) -> None:
         if not graceful:
@@ -280,7 +386,34 @@ class Worker:
             return
         self.stopping = True
         self.deadline = time.monotonic() + self.config.graceful_timeout
+        self.service.draining = True  # responses from now on say Connection: close
         for listener in self.listeners:
-            listener.pause(float("inf"))
-        self.service.draining = True
-        self.service.close_idle()
+            listener.close()
+        self._close_idle(time.monotonic())
+
+    def _close_idle(self, now: float) -> None:
+        """While draining: close connections idle for DRAIN_IDLE. A client that has just
+        connected, or just got a response, has that long to send one more request, which
+        is answered (with Connection: close) rather than cut off."""
+        for conn in list(self.service.connections.values()):
+            if (
+                conn.state == READING
+                and conn.request is None
+                and not conn.parser.buffered
+                and now - conn.started >= DRAIN_IDLE
+            ):
+                conn.close()
+
+
+def flush_logs() -> None:
+    """Before an immediate exit (os._exit skips it): push out what the logs still hold."""
+    for handler in logging.getLogger("brick").handlers:
+        try:
+            handler.flush()
+        except Exception:
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
