@@ -2,7 +2,8 @@
 
 throughput   every app x every server x {keep-alive, Connection: close}: `GET /hello` from wrk
              (one thread, `connections` connections) on one core, the server on the other;
-             one warm-up run, then `repeat` measured runs of `duration` seconds each.
+             one warm-up run per server, then `repeat` measured runs of `duration` seconds
+             per mode.
 memory       RSS of each worker right after start-up (idle) and after the throughput runs.
 concurrency  `GET /sleep?seconds=0.1` from 64 connections to brick and gunicorn gthread at the
              same workers x threads; the bound is workers x threads / 0.1 s requests per second.
@@ -243,10 +244,11 @@ def plan(settings: Settings) -> tuple[list[ServerSpec], list[str]]:
 
 def wrk_runs(settings: Settings, specs: Sequence[ServerSpec]) -> int:
     """How many wrk runs the whole benchmark makes (the progress bar's length)."""
-    per_mode = settings.repeat + (1 if settings.warmup else 0)
-    total = len(settings.apps) * len(specs) * len(settings.modes) * per_mode
+    warmup = 1 if settings.warmup else 0
+    per_server = len(settings.modes) * settings.repeat + warmup
+    total = len(settings.apps) * len(specs) * per_server
     if settings.concurrency:
-        total += 2 * per_mode
+        total += 2 * (settings.repeat + warmup)
     return total
 
 
@@ -418,8 +420,9 @@ def _repeat(
     what: str,
     timeout: float = 10.0,
     duration: int | None = None,
+    warm_up: bool = True,
 ) -> tuple[list[Run], list[Run]]:
-    """The warm-up run and the measured runs of one scenario."""
+    """The warm-up run (when asked for) and the measured runs of one scenario."""
 
     def once(label: str) -> Run:
         progress.step(f"{what}: {label}")
@@ -435,7 +438,7 @@ def _repeat(
         progress.advance()
         return result
 
-    warmups = [once("warm-up")] if settings.warmup else []
+    warmups = [once("warm-up")] if settings.warmup and warm_up else []
     runs = [once(f"run {i + 1}/{settings.repeat}") for i in range(settings.repeat)]
     return warmups, runs
 
@@ -451,8 +454,9 @@ def _throughput(
     progress.step(f"{app} on {spec.label}: starting")
     with started(settings, spec, app) as server:
         idle_workers, idle_master = server.memory()
-        for mode in settings.modes:
+        for index, mode in enumerate(settings.modes):
             what = f"{app} on {spec.label}, {mode}"
+            # One warm-up per server (imports, caches): the next mode runs on a warm app.
             warmups, runs = _repeat(
                 settings,
                 server,
@@ -461,6 +465,7 @@ def _throughput(
                 close=MODES[mode],
                 progress=progress,
                 what=what,
+                warm_up=index == 0,
             )
             summary = summarize(runs, warmups)
             throughput.append(
