@@ -339,6 +339,29 @@ def test_app_date_and_server_headers_are_not_duplicated() -> None:
     assert r.all("Date") == ["Thu, 01 Jan 1970 00:00:00 GMT"]
 
 
+def test_header_lines_are_the_same_on_every_response() -> None:
+    # Checked header lines are cached: the second response must carry exactly the same
+    # fields, and a new value for a known name is its own line.
+    headers = [*TEXT, ("Cache-Control", "no-store"), ("X-Id", "1")]
+    first = exchange(text_app(b"x", headers=headers)).response
+    second = exchange(text_app(b"x", headers=headers)).response
+    assert [h for h in first.headers if h[0] != "Date"] == [
+        h for h in second.headers if h[0] != "Date"
+    ]
+    third = exchange(text_app(b"x", headers=[*TEXT, ("X-Id", "2")])).response
+    assert third.all("X-Id") == ["2"] and third.get("Cache-Control") is None
+
+
+def test_many_distinct_header_values() -> None:
+    from brick import wsgi
+
+    for i in range(wsgi._LINE_CACHE_MAX + 10):
+        value = f"session={i}"
+        r = exchange(text_app(b"", headers=[*TEXT, ("Set-Cookie", value)])).response
+        assert r.all("Set-Cookie") == [value]
+    assert len(wsgi._LINE_CACHE) <= wsgi._LINE_CACHE_MAX
+
+
 def test_status_with_empty_reason_is_allowed() -> None:
     # RFC 9112 §4: the reason phrase may be empty; the space after the code may not.
     r = exchange(text_app(b"x", status="299 "), validate=False).response
@@ -800,6 +823,15 @@ def test_file_wrapper_head_sends_no_body(data_file: Path) -> None:
     assert ex.response.rest == b""
     assert "sendfile" not in ex.out.kinds
     assert ex.outcome.keep_alive and opened[0].closed
+
+
+def test_file_wrapper_is_closed_when_the_client_disconnects(data_file: Path) -> None:
+    opened: list[Any] = []
+    out = MemoryOutput(disconnect_on=2)  # the head goes out, sendfile fails
+    with pytest.raises(ClientDisconnected):
+        exchange(file_app(data_file, opened=opened), validate=False, out=out)
+    assert out.kinds == ["write", "sendfile"]
+    assert opened[0].closed
 
 
 def test_file_wrapper_over_a_non_file_iterates() -> None:

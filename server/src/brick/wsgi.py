@@ -14,8 +14,12 @@ choice of body framing, `wsgi.file_wrapper` via `sendfile`, and always calls `cl
 on the app's iterable. It never lets an app error escape: before the head is sent an
 error becomes a generic 500; after, the connection is marked to close.
 
-The app's status and headers are validated before any byte is sent, so a bad app can
-never produce a malformed response.
+`start_response` checks the app's status and headers and builds the header block in one
+pass, before any byte is sent, so a bad app can never produce a malformed response (and
+a header list changed afterwards cannot reach the wire). Checked header lines are cached,
+so the usual response costs a dict lookup per header. A small response (a list body) is
+one `writev` of head and body; a body known in advance gets a Content-Length, others are
+chunked on HTTP/1.1 and close-delimited on HTTP/1.0 (RFC 9112 §6.3).
 """
 
 from __future__ import annotations
@@ -105,22 +109,26 @@ class Outcome:
 
 # -- environ ------------------------------------------------------------------------------
 
-_KEY_CACHE: dict[bytes, str | None] = {}
+# Header name (as sent) -> environ key; "" for a header that never becomes a key.
+_KEY_CACHE: dict[bytes, str] = {}
 _KEY_CACHE_MAX: Final = 512
+# The only X-Forwarded-* fields brick acts on (when the peer is trusted).
+_FORWARDED_KEYS: Final = frozenset(
+    {"HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_PREFIX"}
+)
 
 
-def _environ_key(name: bytes) -> str | None:
-    key = _KEY_CACHE.get(name)
-    if key is None and name not in _KEY_CACHE:
-        upper = name.decode("latin-1").upper().replace("-", "_")
-        if upper == "CONTENT_TYPE":
-            key = "CONTENT_TYPE"
-        elif upper == "CONTENT_LENGTH":
-            key = None  # set from the parsed framing, never from the raw header
-        else:
-            key = "HTTP_" + upper
-        if len(_KEY_CACHE) < _KEY_CACHE_MAX:
-            _KEY_CACHE[name] = key
+def _environ_key(name: bytes) -> str:
+    """The environ key for a header name (PEP 3333 / CGI), cached; "" to leave it out."""
+    upper = name.decode("latin-1").upper().replace("-", "_")
+    if upper == "CONTENT_TYPE":
+        key = "CONTENT_TYPE"
+    elif upper == "CONTENT_LENGTH":
+        key = ""  # set from the parsed framing, never from the raw header
+    else:
+        key = "HTTP_" + upper
+    if len(_KEY_CACHE) < _KEY_CACHE_MAX:
+        _KEY_CACHE[name] = key
     return key
 
 
@@ -209,16 +217,19 @@ class EnvironBuilder:
             environ["CONTENT_LENGTH"] = str(body_length)
 
         forwarded: dict[str, str] | None = None
+        cache = _KEY_CACHE
         for name, value in request.headers:
-            key = _environ_key(name)
+            key = cache.get(name)
             if key is None:
+                key = _environ_key(name)
+            if not key:
                 continue
             text = value.decode("latin-1")
-            if key in environ and key.startswith("HTTP_"):
+            if key in environ and key != "CONTENT_TYPE":
                 environ[key] += ", " + text  # RFC 9110 §5.3: repeated fields join with ","
             else:
                 environ[key] = text
-            if trusted and key.startswith("HTTP_X_FORWARDED_"):
+            if trusted and key in _FORWARDED_KEYS:
                 if forwarded is None:
                     forwarded = {}
                 forwarded[key] = environ[key]
@@ -284,6 +295,10 @@ def empty_input() -> IO[bytes]:
 # same few names on every response, so the regex runs once per name, not per response).
 _NAME_CACHE: dict[str, str] = {}
 _NAME_CACHE_MAX: Final = 512
+# A (name, value) item already checked -> its header line, for the fields most responses
+# repeat verbatim (Content-Type, Cache-Control, ...). Only names with no framing meaning.
+_LINE_CACHE: dict[tuple[str, str], str] = {}
+_LINE_CACHE_MAX: Final = 1024
 # Names start_response looks at; every other name is copied through as it is.
 _FRAMING_NAMES: Final = frozenset({"content-length", "connection", "date", "server"}) | _HOP_BY_HOP
 
@@ -357,7 +372,15 @@ class _Cycle:
         content_length: int | None = None
         has_date = has_server = app_close = False
         lines = []
+        line_cache = _LINE_CACHE
         for item in headers:
+            try:
+                line = line_cache.get(item)
+            except TypeError:  # unhashable: certainly not a (str, str) tuple
+                line = None
+            if line is not None:
+                lines.append(line)
+                continue
             if type(item) is not tuple or len(item) != 2:
                 raise AppError(f"invalid header item {item!r}")
             name, value = item
@@ -390,7 +413,13 @@ class _Cycle:
                     has_server = True
                 else:
                     raise AppError(f"hop-by-hop header {name!r} is the server's business")
-            lines.append(f"{name}: {value}\r\n")
+                lines.append(f"{name}: {value}\r\n")
+                continue
+            line = f"{name}: {value}\r\n"
+            if len(line_cache) >= _LINE_CACHE_MAX:
+                line_cache.clear()  # high-cardinality values (cookies, ETags) churn it
+            line_cache[item] = line
+            lines.append(line)
         code = int(status[:3])
         if code < 200:
             raise AppError(f"informational status {status!r} cannot end a WSGI response")
