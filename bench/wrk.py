@@ -16,9 +16,10 @@ The error lines appear only when there were errors. Durations carry a unit (us, 
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import asdict, dataclass
 
-WRK = "/usr/bin/wrk"
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(us|ms|s|m|h)$")

@@ -16,7 +16,7 @@ PROFILER   ?= cprofile
 # `make profile` profiles the bare WSGI app unless APP is given (apps.mk defaults APP to flask).
 PROFILE_APP := $(if $(filter command line environment,$(origin APP)),$(APP),wsgi)
 
-.PHONY: bench bench-install bench-stack profile
+.PHONY: bench bench-install bench-stack bench-tools profile
 
 $(BENCH_VENV)/.installed: server/pyproject.toml bench/requirements.txt $(APP_REQS)
 	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
@@ -24,7 +24,16 @@ $(BENCH_VENV)/.installed: server/pyproject.toml bench/requirements.txt $(APP_REQ
 	$(BENCH_PIP) install -e ./server -r bench/requirements.txt $(addprefix -r ,$(APP_REQS))
 	touch $@
 
-bench-install: $(BENCH_VENV)/.installed ## create bench/.venv: brick, the apps, gunicorn, granian, waitress, py-spy
+# wrk and taskset, from Debian packages when they are missing and we may install them.
+bench-tools:
+	@command -v wrk >/dev/null && command -v taskset >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && apt-get install -y -qq wrk util-linux; \
+		else \
+			echo "bench needs wrk and taskset: apt-get install wrk util-linux" >&2; exit 1; \
+		fi; }
+
+bench-install: $(BENCH_VENV)/.installed bench-tools ## create bench/.venv: brick, the apps, gunicorn, granian, waitress, py-spy
 
 bench: bench-install ## brick vs gunicorn/granian/waitress on every app; CPU µs/request (BENCH_QUICK=1: ~1 min)
 	$(BENCH_PY) -m bench run $(BENCH_ARGS)
