@@ -35,6 +35,7 @@ PROFILE_DIR = ROOT / "bench" / "results" / "tmp" / "profile"
 _LINE = re.compile(r":\d+\)$")
 _STDLIB = re.compile(r"/lib/python3\.\d+/")
 _WAIT = re.compile(r"^(\w*Selector\.)?select \((selectors\.py|[^)]*/selectors\.py)")
+IDLE_POOL_THREAD = "_worker (concurrent/futures/thread.py)"
 ENTRY_SHARE = 0.97  # in the cumulative list, leave out the entry chain (main, run, ...)
 
 
@@ -164,10 +165,11 @@ def main(options: argparse.Namespace) -> int:
 
 
 def is_waiting(function: str) -> bool:
-    """Whether a profile entry is the event loop waiting for sockets (not CPU work)."""
-    return function.startswith(("<method 'poll' of 'select.", "<method 'select' of 'select.")) or (
-        _WAIT.match(function) is not None
-    )
+    """Whether a profile entry is a thread waiting (for sockets, or for work), not working."""
+    if function.startswith(("<method 'poll' of 'select.", "<method 'select' of 'select.")):
+        return True
+    # py-spy: the loop in the poll, or an app thread of the pool waiting for work.
+    return _WAIT.match(function) is not None or function == IDLE_POOL_THREAD
 
 
 def render(rows: list[Row], total: float, unit: str, count: int) -> str:
@@ -185,7 +187,7 @@ def render(rows: list[Row], total: float, unit: str, count: int) -> str:
     share = waiting / total if total else 0.0
     return "\n".join(
         [
-            f"Waiting in the event loop's poll: {_quantity(waiting, unit)},"
+            f"Waiting (the event loop in its poll, idle app threads): {_quantity(waiting, unit)},"
             f" {share:.0%} of the profile; the shares below are of the other"
             f" {_quantity(busy, unit)}.",
             "",

@@ -161,6 +161,8 @@ def test_the_gunicorn_twins_worker_class(command: str, family: str) -> None:
         ("run_once (brick/loop.py:99)", False),
         ("<method 'sendmsg' of '_socket.socket' objects>", False),
         ("select_best (myapp.py:3)", False),
+        ("_worker (concurrent/futures/thread.py)", True),
+        ("ThreadPoolExecutor.submit (concurrent/futures/thread.py)", False),
     ],
 )
 def test_waiting_in_the_poll(function: str, waiting: bool) -> None:
@@ -177,7 +179,7 @@ def test_render_leaves_the_wait_out_of_the_shares() -> None:
     ]
     text = profiling.render(rows, 110.0, "samples", 5)
     assert text.splitlines()[0] == (
-        "Waiting in the event loop's poll: 60 samples, 55% of the profile;"
+        "Waiting (the event loop in its poll, idle app threads): 60 samples, 55% of the profile;"
         " the shares below are of the other 50 samples."
     )
     totals = text.split("Top 5 by total time")[1].split("Top 5 by cumulative")[0]
