@@ -125,15 +125,17 @@ def test_atoms(tmp_path: Path, atom: str, expected: str) -> None:
 
 
 def test_every_documented_atom_has_a_value(tmp_path: Path) -> None:
+    token = base64.b64encode(b"dora:pw").decode()
+    environ = dict(ENVIRON, HTTP_AUTHORIZATION=f"Basic {token}")
+    examples = {"{header}i": "{X-Trace}i", "{header}o": "{X-Out}o", "{variable}e": "{PATH_INFO}e"}
     for atom in ATOMS:
-        name = atom.replace("header", "Host").replace("variable", "REMOTE_ADDR")
-        assert log_line(f"%({name})s", tmp_path) != "", atom
-    assert log_line("%(p)s", tmp_path).startswith("<")
+        name = examples.get(atom, atom)
+        value = log_line(f"%({name})s", tmp_path, environ=environ)
+        assert value != "-" or atom == "l", atom
 
 
 def test_t_is_the_current_time(tmp_path: Path) -> None:
     line = log_line("%(t)s", tmp_path)
-    assert line == time.strftime("[%d/%b/%Y:%H:%M:%S %z]") or line.startswith("[")
     parsed = time.strptime(line, "[%d/%b/%Y:%H:%M:%S %z]")
     assert abs(time.mktime(parsed) - time.mktime(time.localtime())) < 120
 
