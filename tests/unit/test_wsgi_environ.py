@@ -322,6 +322,33 @@ def test_trust_is_decided_by_the_peer_address() -> None:
 
 
 @pytest.mark.parametrize(
+    ("allowed", "peer", "trusted"),
+    [
+        ({"127.0.0.0/8"}, "127.0.0.1", True),
+        ({"127.0.0.0/8"}, "127.200.3.4", True),
+        ({"127.0.0.0/8"}, "128.0.0.1", False),
+        ({"10.0.0.0/8", "::1"}, "::1", True),
+        ({"fd00::/8"}, "fd12::7", True),
+        ({"fd00::/8"}, "fe80::1", False),
+        ({"10.0.0.0/8"}, "::ffff:10.1.2.3", True),  # IPv4-mapped on a dual-stack socket
+        ({"10.1.2.3"}, "::ffff:10.1.2.3", True),
+        ({"10.1.2.3"}, "::ffff:10.1.2.4", False),
+        ({"10.0.0.0/8"}, "not-an-address", False),
+        ({"*"}, "198.51.100.1", True),
+    ],
+)
+def test_trusted_networks(allowed: set[str], peer: str, trusted: bool) -> None:
+    builder = make_builder(forwarded_trusted_ips=frozenset(allowed))
+    assert builder.is_trusted(peer) is trusted
+
+
+def test_x_forwarded_for_steps_past_trusted_networks() -> None:
+    builder = make_builder(forwarded_trusted_ips=frozenset({"10.0.0.0/8", "192.0.2.7"}))
+    raw = get("/", ("X-Forwarded-For", "6.6.6.6, 198.51.100.9, 10.3.3.3, 10.0.0.1"))
+    assert environ_of(raw, builder, trusted=True)["REMOTE_ADDR"] == "198.51.100.9"
+
+
+@pytest.mark.parametrize(
     ("trusted_ips", "trust_all", "xff", "remote"),
     [
         ((), True, "1.1.1.1, 2.2.2.2, 3.3.3.3", "3.3.3.3"),  # '*': the right-most hop

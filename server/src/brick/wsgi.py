@@ -25,6 +25,7 @@ chunked on HTTP/1.1 and close-delimited on HTTP/1.0 (RFC 9112 §6.3).
 from __future__ import annotations
 
 import io
+import ipaddress
 import logging
 import os
 import re
@@ -175,8 +176,12 @@ class EnvironBuilder:
         self.root_path = root_path.rstrip("/")
         self.server_name = server_name
         self.server_port = server_port
-        self.trusted_ips = forwarded_trusted_ips
-        self.trust_all = forwarded_trust_all
+        # Addresses match exactly (in canonical form); entries with a "/" are networks.
+        self.trusted_ips = frozenset(ip for ip in forwarded_trusted_ips if "/" not in ip)
+        self.trusted_networks = tuple(
+            ipaddress.ip_network(net, strict=False) for net in forwarded_trusted_ips if "/" in net
+        )
+        self.trust_all = forwarded_trust_all or "*" in forwarded_trusted_ips
         self.base: dict[str, Any] = {
             "SERVER_SOFTWARE": SERVER_SOFTWARE,
             "SERVER_NAME": server_name,
@@ -194,7 +199,24 @@ class EnvironBuilder:
 
     def is_trusted(self, peer_ip: str) -> bool:
         """May this peer set X-Forwarded-*? Unix-socket peers (no address) are trusted."""
-        return self.trust_all or not peer_ip or peer_ip in self.trusted_ips
+        return self.trust_all or not peer_ip or self._is_trusted_proxy(peer_ip)
+
+    def _is_trusted_proxy(self, ip: str) -> bool:
+        """Is `ip` one of the trusted addresses, or inside one of the trusted networks?"""
+        if ip in self.trusted_ips:
+            return True
+        if not self.trusted_networks and not ip.startswith("::ffff:"):
+            return False  # the usual case: no parsing
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False  # not an address at all (an XFF hop like "unknown")
+        mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+        if mapped is not None:
+            addr = mapped  # ::ffff:10.0.0.1 on a dual-stack socket is 10.0.0.1
+            if addr.compressed in self.trusted_ips:
+                return True
+        return any(addr in net for net in self.trusted_networks)
 
     def build(
         self,
@@ -269,7 +291,7 @@ class EnvironBuilder:
                 # The right-most hop is what our trusted proxy saw; step left only past
                 # proxies we explicitly trust. Anything further left is client-supplied.
                 i = len(hops) - 1
-                while i > 0 and not self.trust_all and hops[i] in self.trusted_ips:
+                while i > 0 and not self.trust_all and self._is_trusted_proxy(hops[i]):
                     i -= 1
                 environ["REMOTE_ADDR"] = hops[i]
         proto = forwarded.get("HTTP_X_FORWARDED_PROTO")
