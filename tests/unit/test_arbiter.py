@@ -236,6 +236,35 @@ def test_a_second_reload_before_the_first_finished() -> None:
     assert sorted(ops.sent(signal.SIGTERM)) == [1001, 1002]  # both older generations go
 
 
+def test_a_reload_during_a_recycle_keeps_the_only_ready_worker() -> None:
+    arbiter, ops = make("-w", "1")
+    arbiter.maintain()
+    ready(arbiter, 1001)
+    ask_recycle(arbiter, 1001)
+    arbiter.tick()
+    assert ops.forks == [1001, 1002]  # 1002 boots to replace 1001
+    arbiter.handle_hup()
+    assert ops.forks == [1001, 1002, 1003]
+    # 1002 belongs to the old generation and is not ready: it serves nobody and goes.
+    # 1001 is the only worker accepting: it stays until 1003 is ready.
+    assert ops.kills == [(1002, signal.SIGTERM)]
+    arbiter.tick()
+    assert ops.kills == [(1002, signal.SIGTERM)]
+    ready(arbiter, 1003)
+    arbiter.tick()
+    assert ops.kills == [(1002, signal.SIGTERM), (1001, signal.SIGTERM)]
+
+
+def test_retiring_extra_workers_takes_booting_ones_first() -> None:
+    arbiter, ops = make("-w", "3")
+    arbiter.maintain()
+    ready(arbiter, 1001, 1003)
+    arbiter.handle_ttou()
+    assert ops.kills == [(1002, signal.SIGTERM)]  # not ready yet, though not the oldest
+    arbiter.handle_ttou()
+    assert ops.kills == [(1002, signal.SIGTERM), (1001, signal.SIGTERM)]  # then the oldest
+
+
 def test_a_worker_asking_to_be_recycled_is_replaced_first(
     logs: pytest.LogCaptureFixture,
 ) -> None:

@@ -210,6 +210,8 @@ class Arbiter:
 
     def bind(self) -> None:
         config = self.config
+        if config.reuse_port:
+            _check_migration()
         for text in config.bind:
             address = parse_address(text)
             if config.reuse_port and address.kind == "tcp":
@@ -365,15 +367,21 @@ class Arbiter:
                 return
             current.append(info)
         if len(current) > self.num_workers:
-            # Retire the oldest first: they have served longest (gunicorn does the same).
-            for info in sorted(current, key=lambda w: w.born)[: len(current) - self.num_workers]:
+            # Retire any still booting first, then the oldest (gunicorn retires the oldest).
+            extra = sorted(current, key=lambda w: (w.ready, w.born))
+            for info in extra[: len(current) - self.num_workers]:
                 self.retire(info)
         outgoing = [w for w in self.workers.values() if not w.retiring and not self.is_current(w)]
         if outgoing:
-            ready = sum(1 for w in current if w.ready and not w.retiring)
-            keep = max(0, self.num_workers - ready)
-            for info in sorted(outgoing, key=lambda w: w.born)[: max(0, len(outgoing) - keep)]:
-                self.retire(info)
+            # Keep as many ready outgoing workers as current ones are missing or booting;
+            # an outgoing worker that is not even ready serves nobody: it goes at once.
+            keep = max(0, self.num_workers - sum(1 for w in current if w.ready))
+            serving = sorted((w for w in outgoing if w.ready), key=lambda w: w.born)
+            for info in outgoing:
+                if not info.ready:
+                    self.retire(info)
+            for info in serving[: max(0, len(serving) - keep)]:
+                self.retire(info)  # the oldest first
 
     def retire(self, info: WorkerInfo) -> None:
         """TERM: the worker stops accepting, finishes its requests and exits."""
@@ -641,6 +649,22 @@ def _reserve(address: Address) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _check_migration() -> None:
+    """With SO_REUSEPORT, a connection still being set up on a worker's socket when that
+    worker leaves (recycle, reload, stop) is reset, unless the kernel moves it to a sibling
+    socket (Linux 5.14+, per network namespace). Say so once, at start-up."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_migrate_req") as fh:
+            if fh.read().strip() == "1":
+                return
+    except OSError:
+        pass
+    log.warning(
+        "--reuse-port: a connection being opened to a worker's socket just as that worker "
+        "stops can be reset; set net.ipv4.tcp_migrate_req=1 (Linux 5.14+) to prevent it"
+    )
 
 
 def _boot_reason(exc: Exception) -> str:
