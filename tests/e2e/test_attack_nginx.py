@@ -135,6 +135,7 @@ def _access_lines(stack: Stack, service: str, begin: str, end: str) -> list[str]
         time.sleep(1.0)
 
 
+@pytest.mark.timeout(600)  # the whole corpus again, with a settle wait after many cases
 def test_brick_served_only_what_nginx_forwarded(stack: Stack) -> None:
     """Replay the corpus between two marker requests, then compare the two access logs."""
     address = ("127.0.0.1", stack.port)
