@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -93,6 +94,19 @@ def test_stream(stack: Stack, route: Route) -> None:
     response = stack.get(f"{route.prefix}/stream?chunks=7&delay=0.01")
     assert response.status_code == 200
     assert response.text.splitlines() == [f"chunk {n} of 7" for n in range(1, 8)]
+
+
+def test_stream_arrives_piece_by_piece(stack: Stack, route: Route) -> None:
+    # 3 lines 0.4 s apart: through both servers and nginx, the first line arrives well
+    # before the last one is produced.
+    arrivals = []
+    with stack.get(f"{route.prefix}/stream?chunks=3&delay=0.4", stream=True) as response:
+        assert response.status_code == 200
+        start = time.monotonic()
+        for line in response.iter_lines():
+            arrivals.append((time.monotonic() - start, line))
+    assert [line for _, line in arrivals] == [f"chunk {n} of 3".encode() for n in (1, 2, 3)]
+    assert arrivals[-1][0] - arrivals[0][0] > 0.6, arrivals
 
 
 def test_sleep(stack: Stack, route: Route) -> None:
