@@ -224,10 +224,11 @@ def test_max_requests_recycles_workers_without_a_failed_request(serve: Serve) ->
     with Load(server, "/pid", clients=3) as load:
         wait_until(lambda: server.log().count("recycling") >= 4, 30, "four recycles")
     assert load.failures == [], load.failures[:5]
+    for pid in first:
+        wait_until(lambda p=pid: f"Worker {p} exited cleanly" in server.log(), 10, "a recycle")
     log = server.log()
     for pid in first:
         assert f"Worker {pid} asked to be replaced" in log
-        assert f"Worker {pid} exited cleanly" in log
     served = {int(r.detail) for r in load.results}
     assert len(served) >= 4  # requests were answered by several generations of workers
     # Each worker asks for its replacement after 10 to 15 requests (the jitter); it keeps
@@ -285,6 +286,39 @@ def test_reload_restarts_workers_when_a_source_file_changes(serve: Serve, tmp_pa
     assert versions_seen(load, settled) == {"v22"}
     assert load.failures == [], load.failures[:5]
     assert "proc_live.py changed; reloading" in server.log()
+
+
+def test_reload_survives_a_syntax_error_saved_mid_edit(serve: Serve, tmp_path: Path) -> None:
+    write_live_app(tmp_path, "v1")
+    server = serve(
+        BRICK,
+        ["proc_live:app", "--chdir", str(tmp_path), "-w", "1", "--reload"],
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    master = server.proc.pid
+    assert get(server, "/")[1].startswith("v1 ")
+    source = tmp_path / "proc_live.py"
+    source.write_text("def app(environ, start_response:\n")  # a syntax error
+    later = time.time() + 5
+    os.utime(source, (later, later))
+
+    def failing() -> bool:
+        status, body = get(server, "/")
+        return status == 500 and body == "The app failed to load; see the server's error log.\n"
+
+    wait_until(failing, 20, "the broken app to answer 500")
+    assert server.proc.poll() is None  # the master did not give up
+    assert f"answering 500 until {source}" in server.log()
+    assert "SyntaxError" in server.log()
+    write_live_app(tmp_path, "v333")  # the fix
+    wait_until(lambda: get(server, "/")[1].startswith("v333 "), 20, "the fixed app")
+    assert_no_zombies(master)
+
+
+def test_reload_still_stops_on_a_missing_app_module(serve: Serve) -> None:
+    server = start(serve, "--reload", app="proc_no_such_module:app")
+    assert stopped(server, 20) == 1
+    assert "no module named 'proc_no_such_module'" in server.log()
 
 
 # -- PID 1 ----------------------------------------------------------------------------------

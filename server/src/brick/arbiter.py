@@ -46,14 +46,17 @@ import signal
 import socket
 import struct
 import sys
+import sysconfig
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 from brick.config import Config
+from brick.errors import BrickError
 from brick.listeners import Address, describe, open_listener, parse_address
 from brick.logs import LogFile, reopen_logs
 from brick.worker import Worker, flush_logs
@@ -545,8 +548,21 @@ class Arbiter:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(self._wake_r)
         _set_title(f"worker [{self.config.proc_name or self.config.wsgi_app}]")
+        broken: list[str] = []  # with --reload: files whose fix may let the app load
         try:
-            app = self.app if self.app is not None else self.load_app()
+            try:
+                app = self.app if self.app is not None else self.load_app()
+            except Exception as exc:
+                broken = _broken_files(exc) if self.config.reload else []
+                if not broken:
+                    raise
+                log.error(
+                    "%s; answering 500 until %s changes",
+                    _boot_reason(exc),
+                    " or ".join(broken),
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+                app = _failed_app
             sockets = self.sockets
             owned: list[socket.socket] = []
             if self.config.reuse_port:
@@ -585,7 +601,7 @@ class Arbiter:
         if self.config.reload:
             from brick.reloader import start_reloader
 
-            start_reloader(worker.request_recycle)
+            start_reloader(worker.request_recycle, extra_files=broken)
         return worker.run()
 
     def _own_socket(self, shared: socket.socket, address: Address) -> socket.socket:
@@ -668,13 +684,45 @@ def _check_migration() -> None:
 
 
 def _boot_reason(exc: Exception) -> str:
-    from brick.errors import AppImportError
-
-    if isinstance(exc, AppImportError):
+    if isinstance(exc, BrickError):
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         return f"cannot open a listening socket: {exc.strerror}"
     return f"error loading the app: {exc.__class__.__name__}: {exc}"
+
+
+def _broken_files(exc: BaseException) -> list[str]:
+    """The source files an import error points at (a syntax error's file, the frames of an
+    exception raised while the module ran), leaving out brick's own and the standard
+    library's. None for a module that does not exist: no edit can fix that."""
+    original = exc.__cause__ or exc.__context__ or exc
+    files = []
+    if isinstance(original, SyntaxError) and original.filename:
+        files.append(original.filename)
+    files += [frame.filename for frame in traceback.extract_tb(original.__traceback__)]
+    skip = {os.path.dirname(os.path.abspath(__file__))}
+    skip.update(sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib"))
+    return [
+        path
+        for path in dict.fromkeys(files)
+        if os.path.isfile(path) and not any(_inside(path, folder) for folder in skip)
+    ]
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == (
+        os.path.abspath(folder)
+    )
+
+
+def _failed_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """--reload only: what a worker answers while the app's source does not load."""
+    body = b"The app failed to load; see the server's error log.\n"
+    start_response(
+        "500 Internal Server Error",
+        [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
 
 
 def _exit_while_booting(signum: int, frame: FrameType | None) -> None:
