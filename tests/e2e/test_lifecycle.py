@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from .conftest import APPS, Route, Stack
+from .conftest import APPS, WORKERS, Route, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -128,3 +128,52 @@ def test_nginx_follows_an_app_to_a_new_address(
     finally:
         placeholder.remove(force=True)
     assert new != old, "the app came back at its old address: the test proved nothing"
+
+
+@pytest.mark.parametrize("service", [*APPS, *(f"gunicorn-{app}" for app in APPS)])
+def test_app_servers_run_unprivileged(stack: Stack, service: str) -> None:
+    result = stack.container(service).exec_run(["id", "-un"])
+    assert result.exit_code == 0
+    assert result.output.decode().strip() == "brick"
+
+
+# Lists the PIDs of the processes whose parent is PID 1 (the server's master): its workers.
+WORKER_PIDS = (
+    "import os\n"
+    "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+    "    try:\n"
+    "        status = open(f'/proc/{pid}/status').read()\n"
+    "    except OSError:\n"
+    "        continue\n"
+    "    if '\\nPPid:\\t1\\n' in status:\n"
+    "        print(pid)\n"
+)
+
+
+def worker_pids(stack: Stack, service: str) -> set[int]:
+    result = stack.container(service).exec_run(["python", "-c", WORKER_PIDS])
+    assert result.exit_code == 0, result.output
+    return {int(pid) for pid in result.output.split()}
+
+
+@pytest.mark.parametrize(
+    "route", [Route("pyramid", "brick"), Route("pyramid", "gunicorn")], ids=str
+)
+def test_a_killed_worker_is_replaced(stack: Stack, route: Route) -> None:
+    # The server's master notices the dead worker and forks a new one; nothing else changes.
+    before = worker_pids(stack, route.service)
+    workers = len(before)
+    assert workers == WORKERS, before
+    victim = min(before)
+    kill = f"import os, signal; os.kill({victim}, signal.SIGKILL)"
+    killed = stack.container(route.service).exec_run(["python", "-c", kill])
+    assert killed.exit_code == 0, killed.output
+    deadline = time.monotonic() + RECOVERY_TIMEOUT
+    now = worker_pids(stack, route.service)
+    while (victim in now or len(now) < workers) and time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = worker_pids(stack, route.service)
+    assert victim not in now
+    assert len(now) == workers, (before, now)
+    for _ in range(2 * workers):
+        assert stack.get(f"{route.prefix}/hello").status_code == 200
