@@ -59,6 +59,25 @@ def test_connection_that_never_sends_is_closed_silently(serve: Serve) -> None:
         assert elapsed <= LATEST, elapsed
 
 
+def test_empty_lines_do_not_keep_an_idle_connection_open(serve: Serve) -> None:
+    # Empty lines before a request line are ignored (RFC 9112 §2.2); they are not activity.
+    server = serve_conn(serve, *timeouts(keep_alive="1"))
+    with Wire.connect(server, timeout=20) as w:
+        w.send(request("GET", "/hello"))
+        assert w.read_response().body == b"hello\n"
+        start = time.monotonic()
+        while time.monotonic() - start < LATEST + 5:
+            readable, _, _ = select.select([w.sock], [], [], 0.2)
+            if readable:
+                break
+            try:
+                w.send(b"\r\n")
+            except OSError:  # closed (or reset) between the select and the send
+                break
+        assert w.closed_by_peer(within=1)
+        assert EARLIEST <= time.monotonic() - start <= LATEST
+
+
 def test_keep_alive_timer_restarts_with_each_request(serve: Serve) -> None:
     server = serve_conn(serve, *timeouts(keep_alive="2"))
     with Wire.connect(server, timeout=20) as w:

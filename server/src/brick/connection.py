@@ -290,8 +290,10 @@ class Connection:
             self.deadline = time.monotonic() + service.body_timeout
         elif self.parser.buffered:
             self.deadline = self.started + service.header_timeout
-        else:
-            self.deadline = time.monotonic() + service.keepalive_timeout
+        # else idle: the keep-alive deadline set when the connection opened or the last
+        # response went out stands. Bytes the parser drops (empty lines before a request
+        # line, RFC 9112 §2.2) must not push it back, or a trickle of CRLFs keeps a
+        # connection open for ever.
 
     def timed_out(self) -> None:
         if self.request is not None or self.parser.buffered:
@@ -407,10 +409,9 @@ class Connection:
         self.state = READING
         self._register(EVENT_READ)
         self.started = time.monotonic()
+        self.deadline = self.started + self.service.keepalive_timeout
         if self.parser.buffered:
             self.process()  # a pipelined request (a no-op when already inside process)
-        else:
-            self.deadline = self.started + self.service.keepalive_timeout
 
     def _release_body(self) -> None:
         if self.body is not None:
