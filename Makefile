@@ -11,7 +11,7 @@ APP_REQS := $(wildcard apps/*/requirements.txt)
 .PHONY: help install test unit functional lint fmt clean test-prep
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: server/pyproject.toml requirements/dev.txt $(APP_REQS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
