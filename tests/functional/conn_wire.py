@@ -170,7 +170,7 @@ class Wire:
         elif te:
             assert te == "chunked", te
             resp.framing = "chunked"
-            self._read_chunked(resp)
+            self.read_chunked_body(resp)
         elif length is not None:
             resp.framing = "length"
             try:
@@ -184,7 +184,7 @@ class Wire:
             resp.body = self.read_to_eof()
         return resp
 
-    def _read_chunked(self, resp: Response) -> None:
+    def read_chunked_body(self, resp: Response) -> None:
         body = bytearray()
         try:
             while True:
