@@ -12,10 +12,9 @@ stops the loop and with it the heartbeat. With a pool the loop keeps running, so
 reports `progress_since`: the start of the oldest request still running in an app thread. A
 request stuck in one thread therefore looks, to the master, exactly like a stuck loop.
 
-Accepting with a pool: a worker takes one connection per loop turn, and while every app thread
-is busy it leaves new connections in the kernel's queue for one sweep, so an idle worker gets
-the first chance to take them. It still takes them afterwards: a busy pool never stops the
-loop from accepting, reading, timing out or closing connections.
+Accepting with a pool: a worker takes one connection per loop turn, so a burst of new
+connections is shared among the workers. A busy pool never stops the loop from accepting,
+reading, timing out or closing connections: requests wait in the pool's queue.
 
 Signals:
     TERM        graceful: stop accepting, finish in-flight requests (up to graceful_timeout)
@@ -68,7 +67,6 @@ class AppPool(ThreadPoolExecutor):
 
     def __init__(self, size: int) -> None:
         super().__init__(size, thread_name_prefix="brick-app")
-        self.size = size
         self.running: dict[int, float] = {}  # thread ident -> when its request began
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
@@ -81,9 +79,6 @@ class AppPool(ThreadPoolExecutor):
             return fn(*args, **kwargs)
         finally:
             del self.running[ident]
-
-    def saturated(self) -> bool:
-        return len(self.running) >= self.size
 
     def oldest_start(self, now: float) -> float:
         """When the longest-running request began, or `now` when no thread is busy."""
@@ -108,13 +103,13 @@ class Listener:
         self.service = service
         self.builder = builder
         self.limit = limit
-        self.pool = pool
         self.owned = owned  # our own SO_REUSEPORT socket: closed when we stop accepting
+        # With app threads, one connection per loop turn: between two accepts the other
+        # workers get their chance, instead of one worker taking a whole burst.
         self.batch = 1 if pool is not None else 64
         self.tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         self.paused_until = 0.0
         self.active = False
-        self.deferred = False
         self.closed = False
 
     def start(self) -> None:
@@ -129,14 +124,6 @@ class Listener:
         self.paused_until = time.monotonic() + seconds
 
     def handle_event(self, mask: int) -> None:
-        pool = self.pool
-        if pool is not None and pool.saturated() and not self.deferred:
-            # Every thread is busy: leave the connection in the backlog for one sweep,
-            # so an idle worker can take it first; then take it ourselves.
-            self.deferred = True
-            self.pause()
-            return
-        self.deferred = False
         self.accept(self.batch)
 
     def accept(self, batch: int) -> None:
