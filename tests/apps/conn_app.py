@@ -16,10 +16,14 @@ Routes (query parameters in brackets):
     /mark [path]            creates the file `path`, proving the request was processed
     /barrier [n, wait]      waits until n requests are inside the app at once (`wait` s at most)
     /sleep [s]              sleeps s seconds
+    /pid                    the worker's process id
+    /exit                   calls sys.exit(3)
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -141,5 +145,10 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         time.sleep(float(query["s"]))
         start_response("200 OK", text)
         return [b"slept\n"]
+    if path == "/pid":
+        start_response("200 OK", text)
+        return [str(os.getpid()).encode()]
+    if path == "/exit":
+        sys.exit(3)
     start_response("404 Not Found", text)
     return [b"not found\n"]

@@ -351,6 +351,23 @@ def test_exception_mid_stream_truncates_the_body(server: Server) -> None:
         assert w.read_response().body == b"hello\n"
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_sys_exit_in_the_app_does_not_end_the_worker(serve: Serve, threads: str) -> None:
+    server = serve_conn(serve, "--threads", threads)
+    with Wire.connect(server) as w:
+        w.send(request("GET", "/pid"))
+        pid = w.read_response().body
+        with Wire.connect(server) as other:  # another client of the same worker
+            other.send(request("GET", "/exit"))
+            try:
+                assert other.read_response().status == 500
+            except Closed:
+                pass  # or closed without an answer; either way, not a fake success
+        w.send(request("GET", "/pid"))
+        assert w.read_response().body == pid  # same worker, and this connection survived
+    assert "sys.exit" in server.log() or "SystemExit" in server.log()
+
+
 # -- environ details the connection feeds -----------------------------------------------------
 
 

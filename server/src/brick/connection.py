@@ -348,6 +348,12 @@ class Connection:
         except ClientDisconnected:
             self._client_gone()
             return
+        except SystemExit:
+            # sys.exit() in the app must not end the worker and its other clients (an app
+            # thread survives it too); run_app has closed the app's iterable already.
+            log.error("the app called sys.exit() in %s %s", request.method, request.target)
+            self._client_gone()
+            return
         self._app_done(environ, request, outcome)
 
     def _run_in_thread(self, environ: dict[str, Any], request: Request, keep_alive: bool) -> None:
