@@ -52,7 +52,8 @@ def limited(resource_name: str, value: int) -> list[str]:
 
 def get(srv: Server, target: str) -> tuple[int, bytes]:
     with srv.connect(TIMEOUT) as sock:
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        # Connection: close, so no idle keep-alive socket lingers in the fd counts below.
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
         return read_response(sock, time.monotonic() + TIMEOUT)
 
 
@@ -165,6 +166,10 @@ def test_client_resets_mid_response(serve: object, tmp_path: Path) -> None:
     # Same worker (nothing crashed), no descriptor leaked, still serving.
     assert wait_for_children(srv.proc.pid, 1) == [worker]
     assert get(srv, "/wsgi/hello") == (200, b"hello\n")
+    # The server closes its side of that last connection a moment after the client read it.
+    deadline = time.monotonic() + TIMEOUT
+    while fd_count(worker) > base_fds and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert fd_count(worker) <= base_fds
     assert "Traceback" not in srv.log(), srv.log()[-3000:]
 
