@@ -26,9 +26,11 @@ closes, so nothing after a refused request is ever parsed.
 Writing: the connection is the `Output` of `wsgi.run_app`. It sends at once on the non-blocking
 socket and keeps what the kernel did not take (bytes in `outbuf`, a `wsgi.file_wrapper` file as
 a duplicated descriptor and a range). When the app is done, whatever is pending is flushed by
-the loop, so a slow reader of a response never holds the loop or an app thread. Only an app
-that keeps producing while more than `HIGH_WATER` bytes are pending makes its writer wait for
-the client, which bounds memory per connection.
+the loop, so a slow reader of a response never holds the loop or an app thread. A streamed
+body that gets more than `HIGH_WATER` bytes ahead of the client is paused (`run_app` returns
+a `Suspended` response) and resumed by the loop below `LOW_WATER`; only a writer that cannot
+pause (the write() callable, an app thread) waits for the client. Memory per connection stays
+bounded either way.
 
 Deadlines are not timers: each connection keeps one `deadline`, and the worker calls
 `Service.sweep` a few times a second. A pool thread hands a finished request back to the loop
@@ -53,7 +55,14 @@ from brick.errors import HTTPError
 from brick.loop import EVENT_READ, EVENT_WRITE, EventLoop
 from brick.parser import END, NEED_DATA, Limits, Request, RequestParser
 from brick.response import CONTINUE, error_response
-from brick.wsgi import ClientDisconnected, EnvironBuilder, Outcome, WSGIApp, run_app
+from brick.wsgi import (
+    ClientDisconnected,
+    EnvironBuilder,
+    Outcome,
+    Suspended,
+    WSGIApp,
+    run_app,
+)
 
 log = logging.getLogger("brick.error")
 
@@ -66,7 +75,9 @@ LINGER_MAX: Final = 10.0
 # heap: at 256 KiB every read cost an mmap, an mremap and a munmap.
 RECV_SIZE: Final = 64 * 1024
 READ_AHEAD: Final = 64 * 1024  # what we take in while a pool thread runs the app
-HIGH_WATER: Final = 1 << 20  # pending bytes beyond which a still-producing app waits
+HIGH_WATER: Final = 1 << 20  # pending bytes beyond which a still-producing app pauses
+LOW_WATER: Final = HIGH_WATER // 2  # ... and resumes
+HARD_WATER: Final = 4 * HIGH_WATER  # an app that cannot pause (write()) waits beyond this
 
 AccessLog = Callable[[Request, dict[str, Any], Outcome, float], None]
 DebugLog = Callable[[str, bytes], None]
@@ -133,12 +144,14 @@ class Connection:
         "linger_until",
         "outbuf",
         "parser",
+        "paused",
         "peer",
         "request",
         "service",
         "sock",
         "started",
         "state",
+        "suspended",
         "trusted",
     )
 
@@ -159,6 +172,9 @@ class Connection:
         self.request: Request | None = None
         self.body: BodyBuffer | None = None
         self.outbuf = bytearray()
+        self.paused = False  # the client is behind: run_app stops iterating (loop thread)
+        # A response whose iteration is paused, with the environ and request it answers.
+        self.suspended: tuple[Suspended, dict[str, Any], Request] | None = None
         self.file_fd = -1  # a file still to send (a dup of the app's), from file_offset on
         self.file_offset = 0
         self.file_left = 0
@@ -344,7 +360,9 @@ class Connection:
 
     def _run(self, environ: dict[str, Any], request: Request, keep_alive: bool) -> None:
         try:
-            outcome = run_app(self.service.app, environ, request, self, keep_alive)
+            outcome = run_app(
+                self.service.app, environ, request, self, keep_alive, suspendable=True
+            )
         except ClientDisconnected:
             self._client_gone()
             return
@@ -354,6 +372,29 @@ class Connection:
             log.error("the app called sys.exit() in %s %s", request.method, request.target)
             self._client_gone()
             return
+        if type(outcome) is Suspended:
+            # The client is far behind a streamed body: the loop flushes, then resumes.
+            self.suspended = (outcome, environ, request)
+            self._finish_response()
+            return
+        assert type(outcome) is Outcome
+        self._app_done(environ, request, outcome)
+
+    def _resume(self) -> None:
+        assert self.suspended is not None
+        suspended, environ, request = self.suspended
+        self.paused = False
+        self.state = BUSY
+        try:
+            outcome = suspended.resume()
+        except (ClientDisconnected, SystemExit):
+            self.suspended = None  # resume() closed the iterable
+            self._client_gone()
+            return
+        if outcome is None:
+            self._finish_response()  # paused again
+            return
+        self.suspended = None
         self._app_done(environ, request, outcome)
 
     def _run_in_thread(self, environ: dict[str, Any], request: Request, keep_alive: bool) -> None:
@@ -400,7 +441,7 @@ class Connection:
     def _finish_response(self) -> None:
         if self.state == CLOSED:
             return
-        if self.outbuf or self.file_fd >= 0:
+        if self.outbuf or self.file_fd >= 0 or self.suspended is not None:
             # The client has not taken it all yet: the loop sends the rest.
             self.state = WRITING
             self.deadline = time.monotonic() + self.service.send_timeout
@@ -440,6 +481,8 @@ class Connection:
             raise ClientDisconnected(str(exc)) from exc
         if sent < len(data):
             self.outbuf += memoryview(data)[sent:]
+            if len(self.outbuf) > HIGH_WATER:
+                self.paused = True
 
     def writev(self, parts: list[bytes]) -> None:
         if self.outbuf or self.file_fd >= 0 or self.service.debug_http is not None:
@@ -458,6 +501,8 @@ class Connection:
                 continue
             self.outbuf += memoryview(part)[sent:]
             sent = 0
+        if len(self.outbuf) > HIGH_WATER:
+            self.paused = True
 
     def sendfile(self, fd: int, offset: int, count: int) -> int:
         """Send `count` bytes of the file `fd` from `offset` with os.sendfile.
@@ -496,14 +541,21 @@ class Connection:
     def _queue(self, data: bytes) -> None:
         """More output while some is still pending: the app is ahead of the client.
 
-        Past HIGH_WATER pending bytes the writer waits for the client (the loop thread
-        too, with --threads 1): that bounds the memory one connection can hold.
+        Past HIGH_WATER pending bytes the app is paused: in the loop thread, `run_app`
+        stops iterating and the loop resumes it once the client has caught up. A writer
+        that cannot pause (the write() callable, an app thread) waits for the client
+        instead, past HARD_WATER in the loop thread and past HIGH_WATER in an app thread.
+        Either way the memory one connection holds is bounded.
         """
         if self.file_fd >= 0:
             self._drain(0)
-        elif len(self.outbuf) > HIGH_WATER:
+        elif len(self.outbuf) > HIGH_WATER and (
+            self.service.executor is not None or len(self.outbuf) > HARD_WATER
+        ):
             self._drain(HIGH_WATER)
         self.outbuf += data
+        if len(self.outbuf) > HIGH_WATER:
+            self.paused = True
 
     def _send_some(self) -> int:
         """Send what the kernel takes now, pending bytes before the pending file."""
@@ -561,11 +613,7 @@ class Connection:
         except ClientDisconnected:
             self.close()
             return
-        if self.outbuf or self.file_fd >= 0:
-            if sent:
-                self.deadline = time.monotonic() + self.service.send_timeout
-            return
-        self._response_sent()
+        self._sent(sent)
 
     def send_timed_out(self) -> None:
         """WRITING past its deadline. As in `_drain`: one more try, then drop the client."""
@@ -573,14 +621,21 @@ class Connection:
             sent = self._send_some()
         except ClientDisconnected:
             sent = 0
-        if sent:
-            if self.outbuf or self.file_fd >= 0:
-                self.deadline = time.monotonic() + self.service.send_timeout
-            else:
-                self._response_sent()
+        if not sent:
+            log.debug("client %s stopped reading the response; closing", self.peer[0])
+            self.close()
             return
-        log.debug("client %s stopped reading the response; closing", self.peer[0])
-        self.close()
+        self._sent(sent)
+
+    def _sent(self, sent: int) -> None:
+        if self.file_fd < 0 and len(self.outbuf) <= LOW_WATER and self.suspended is not None:
+            self._resume()
+        elif self.outbuf or self.file_fd >= 0:
+            if sent:
+                self.deadline = time.monotonic() + self.service.send_timeout
+        else:
+            self.paused = False
+            self._response_sent()
 
     def _end_file(self) -> None:
         if self.file_fd >= 0:
@@ -648,6 +703,9 @@ class Connection:
         self.service.connections.pop(self.fd, None)
         self._release_body()
         self._end_file()
+        if self.suspended is not None:
+            self.suspended[0].abort()  # PEP 3333: close() is called whatever happens
+            self.suspended = None
         self.outbuf = bytearray()  # not clear(): an app thread may still hold a view of it
         try:
             self.sock.close()

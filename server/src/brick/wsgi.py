@@ -33,7 +33,7 @@ import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Final, Protocol
+from typing import IO, Any, Final, Literal, Protocol, overload
 from urllib.parse import unquote_to_bytes
 
 from brick import __version__
@@ -72,7 +72,12 @@ class ClientDisconnected(ConnectionError):
 
 
 class Output(Protocol):
-    """Where a response goes. The connection implements it over a socket."""
+    """Where a response goes. The connection implements it over a socket.
+
+    `paused` is only read by `run_app(..., suspendable=True)`.
+    """
+
+    paused: bool
 
     def write(self, data: bytes) -> None: ...
 
@@ -548,6 +553,14 @@ class _Cycle:
         )
         self.keep_alive = False
 
+    def outcome(self) -> Outcome:
+        return Outcome(
+            self.status or "500 Internal Server Error",
+            self.headers,
+            0 if self.no_body else self.sent,
+            self.keep_alive,
+        )
+
     def finish(self) -> None:
         """The app's iterable is exhausted: end the body (or send a head with no body)."""
         if not self.head_sent:
@@ -618,15 +631,105 @@ class _Cycle:
         return True
 
 
+class Suspended:
+    """A response whose body iteration is paused until the client catches up.
+
+    `run_app(..., suspendable=True)` returns one when `out.paused` is True after a piece of
+    an iterated body: the caller flushes what is pending and calls `resume()`, which goes on
+    iterating until the output pauses again (None) or the response is done (its Outcome).
+    The app's iterable stays open meanwhile; `abort()` closes it when the client is gone.
+    """
+
+    __slots__ = ("cycle", "environ", "iterator", "result")
+
+    def __init__(
+        self,
+        cycle: _Cycle,
+        result: Iterable[bytes],
+        iterator: Iterator[bytes],
+        environ: dict[str, Any],
+    ) -> None:
+        self.cycle = cycle
+        self.result = result
+        self.iterator = iterator
+        self.environ = environ
+
+    def resume(self) -> Outcome | None:
+        """Go on. Raises `ClientDisconnected` like `run_app` (the iterable is then closed)."""
+        cycle = self.cycle
+        done = True
+        try:
+            try:
+                if not _iterate(cycle, self.iterator):
+                    done = False
+                    return None
+            except ClientDisconnected:
+                cycle.keep_alive = False
+                raise
+            except Exception as exc:
+                _app_failed(cycle, self.environ, exc)
+        finally:
+            if done:
+                _close_iterable(self.result, self.environ)
+        return cycle.outcome()
+
+    def abort(self) -> None:
+        _close_iterable(self.result, self.environ)
+
+
+def _iterate(cycle: _Cycle, iterator: Iterator[bytes]) -> bool:
+    """Send the body pieces; False when the output paused before the end."""
+    send = cycle.send
+    out = cycle.out
+    for data in iterator:
+        send(data)
+        if out.paused:
+            return False
+    cycle.finish()
+    return True
+
+
+@overload
 def run_app(
-    app: WSGIApp, environ: dict[str, Any], request: Request, out: Output, keep_alive: bool = True
-) -> Outcome:
+    app: WSGIApp,
+    environ: dict[str, Any],
+    request: Request,
+    out: Output,
+    keep_alive: bool = True,
+    *,
+    suspendable: Literal[False] = False,
+) -> Outcome: ...
+
+
+@overload
+def run_app(
+    app: WSGIApp,
+    environ: dict[str, Any],
+    request: Request,
+    out: Output,
+    keep_alive: bool = True,
+    *,
+    suspendable: bool,
+) -> Outcome | Suspended: ...
+
+
+def run_app(
+    app: WSGIApp,
+    environ: dict[str, Any],
+    request: Request,
+    out: Output,
+    keep_alive: bool = True,
+    *,
+    suspendable: bool = False,
+) -> Outcome | Suspended:
     """Run one request/response cycle. Never raises, except `ClientDisconnected`.
 
     The app's iterable is closed whatever happens (PEP 3333), a client disconnect included.
+    With `suspendable`, an iterated body may pause (see `Suspended`).
     """
     cycle = _Cycle(request, out, keep_alive)
     result: Iterable[bytes] | None = None
+    done = True
     try:
         try:
             result = app(environ, cycle.start_response)
@@ -642,6 +745,11 @@ def run_app(
                 and cycle.send_file(result)
             ):
                 pass
+            elif suspendable:
+                iterator = iter(result)
+                if not _iterate(cycle, iterator):
+                    done = False
+                    return Suspended(cycle, result, iterator, environ)
             else:
                 send = cycle.send
                 for data in result:
@@ -653,14 +761,9 @@ def run_app(
         except Exception as exc:
             _app_failed(cycle, environ, exc)
     finally:
-        if result is not None:
+        if done and result is not None:
             _close_iterable(result, environ)
-    return Outcome(
-        cycle.status or "500 Internal Server Error",
-        cycle.headers,
-        0 if cycle.no_body else cycle.sent,
-        cycle.keep_alive,
-    )
+    return cycle.outcome()
 
 
 def _app_failed(cycle: _Cycle, environ: dict[str, Any], exc: Exception) -> None:
