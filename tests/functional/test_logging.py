@@ -91,6 +91,28 @@ def test_access_log_format_atoms(serve: Serve, tmp_path: Path) -> None:
     assert 0 <= t <= 5 and 0 <= m <= 5000 and m == d // 1000
 
 
+def test_refused_requests_are_logged_with_the_peer(serve: Serve) -> None:
+    server = serve(BRICK, [*APP, "--access-logfile", "-", "--limit-request-body", "10"])
+    with server.connect() as sock:
+        # The head is fine; the chunked body passes the limit after the request began.
+        sock.sendall(
+            b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"20\r\n" + b"x" * 32 + b"\r\n"
+        )
+        assert sock.recv(100).startswith(b"HTTP/1.1 413 ")
+    with server.connect() as sock:
+        # A refused HEAD gets the status and headers only: a body would desync the client.
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 99\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 413 ") and data.endswith(b"\r\n\r\n"), data
+    assert server.stop() == 0
+    lines = [line for line in server.stdout().splitlines() if " 413 " in line]
+    assert len(lines) == 1, server.stdout()  # the HEAD was refused before its head was whole
+    assert lines[0].startswith("127.0.0.1 - - [") and '"POST /up HTTP/1.1" 413' in lines[0]
+
+
 def test_no_access_log_by_default(serve: Serve) -> None:
     server = serve(BRICK, APP)
     assert get(server, "/hello")[0] == 200

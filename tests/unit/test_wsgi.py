@@ -1013,6 +1013,28 @@ def test_exception_before_start_gives_a_generic_500(errlog: Any) -> None:
     assert "Traceback" in errlog.text
 
 
+def test_sys_exit_in_the_app_is_a_500_not_the_end_of_the_worker(errlog: Any) -> None:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        sys.exit(3)
+
+    ex = exchange(app, validate=False)  # would raise SystemExit out of run_app if not caught
+    assert_generic_500(ex)
+    assert ex.outcome.keep_alive is False
+    assert "SystemExit" in errlog.text
+
+
+def test_sys_exit_inside_the_iterator_after_the_head_closes(errlog: Any) -> None:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
+        start_response("200 OK", TEXT)
+        yield b"first"
+        sys.exit(0)
+
+    ex = exchange(app, validate=False)
+    assert ex.raw.startswith(b"HTTP/1.1 200 OK")
+    assert ex.raw.count(b"HTTP/1.1") == 1  # no second head after the body started
+    assert ex.outcome.keep_alive is False
+
+
 def test_exception_after_start_response_before_body_gives_a_500(errlog: Any) -> None:
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
         start_response("200 OK", [*TEXT, ("X-Not-Sent", "1")])

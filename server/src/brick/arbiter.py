@@ -661,6 +661,9 @@ def _reserve(address: Address) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, exc.strerror or str(exc), str(address)) from None
     except BaseException:
         sock.close()
         raise

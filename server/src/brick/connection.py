@@ -279,7 +279,7 @@ class Connection:
                 elif event is END:
                     self._dispatch()
         except HTTPError as exc:
-            self.refuse(exc.status, exc.detail)
+            self.refuse(exc.status, exc.detail, exc.method)
         finally:
             self._in_process = False
 
@@ -318,19 +318,22 @@ class Connection:
         else:
             self.close()  # an idle keep-alive connection: close silently
 
-    def refuse(self, status: int, detail: str) -> None:
+    def refuse(self, status: int, detail: str, method: str | None = None) -> None:
         """Answer a refused request with its status, then close (RFC 9112 §9.6)."""
         log.debug("refused request from %s: %d %s", self.peer[0], status, detail)
-        if self.service.access_log is not None and self.request is not None:
+        request = self.request
+        if self.service.access_log is not None and request is not None:
             outcome = Outcome(f"{status} {detail}", [], 0, False)
-            self.service.access_log(self.request, {}, outcome, time.monotonic() - self.started)
+            environ = {"REMOTE_ADDR": self.peer[0], "REMOTE_PORT": self.peer[1]}
+            self.service.access_log(request, environ, outcome, time.monotonic() - self.started)
+        head_only = (request.method if request is not None else method) == "HEAD"
         self._release_body()
         self.request = None
         self.keep_alive = False
         self.parser = RequestParser(self.service.limits)  # drop whatever was buffered
         self._lingering = True
         try:
-            self.write(error_response(status))
+            self.write(error_response(status, head_only=head_only))
         except ClientDisconnected:
             self.close()
             return

@@ -17,6 +17,7 @@ class HTTPError(BrickError):
 
     status = 400
     reason = "Bad Request"
+    method: str | None = None  # the refused request's method, when its request line was read
 
     def __init__(self, detail: str = "", status: int | None = None) -> None:
         super().__init__(detail or self.reason)

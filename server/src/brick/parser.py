@@ -279,7 +279,11 @@ class RequestParser:
         if len(lines) - 1 > self.limits.max_header_count:
             raise HeaderFieldsTooLarge("too many header fields")
         self._state = _END_PENDING  # unless the fields announce a body
-        self._parse_fields(request, lines)
+        try:
+            self._parse_fields(request, lines)
+        except HTTPError as exc:
+            exc.method = request.method  # a refused HEAD must get no body
+            raise
         return request
 
     def _check_partial(self) -> None:

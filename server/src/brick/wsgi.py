@@ -666,7 +666,7 @@ class Suspended:
             except ClientDisconnected:
                 cycle.keep_alive = False
                 raise
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 _app_failed(cycle, self.environ, exc)
         finally:
             if done:
@@ -758,7 +758,7 @@ def run_app(
         except ClientDisconnected:
             cycle.keep_alive = False
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in an app is the app's bug
             _app_failed(cycle, environ, exc)
     finally:
         if done and result is not None:
@@ -766,7 +766,7 @@ def run_app(
     return cycle.outcome()
 
 
-def _app_failed(cycle: _Cycle, environ: dict[str, Any], exc: Exception) -> None:
+def _app_failed(cycle: _Cycle, environ: dict[str, Any], exc: BaseException) -> None:
     where = f"{environ.get('REQUEST_METHOD')} {environ.get('RAW_URI')}"
     if isinstance(exc, AppError):
         log.error("WSGI contract violation in %s: %s", where, exc)
