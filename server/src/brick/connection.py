@@ -188,8 +188,12 @@ class Connection:
         self._lingering = False
         self._head_logged = False
         service.connections[self.fd] = self
-        service.loop.register(self.fd, EVENT_READ, self)
-        self._registered = EVENT_READ
+        self._registered = 0
+        # The request often arrives with the connection: serve it before asking the loop to
+        # watch the socket (a Connection: close client then never costs an epoll call).
+        self._on_readable()
+        if self.state in (READING, BUSY) and not self._registered:
+            self._register(EVENT_READ)
 
     # -- events from the loop ----------------------------------------------------------
 
@@ -674,14 +678,14 @@ class Connection:
             self._registered = 0
 
     def _shutdown_and_close(self) -> None:
+        if not self._lingering and not self.parser.buffered and not self._unread_input():
+            self.close()  # nothing unread: a plain close sends our FIN after the response
+            return
         # Half-close first so the client reads the whole response before our FIN
         # (RFC 9112 §9.6: a server closes in stages to avoid losing the response).
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
-            self.close()
-            return
-        if not self._lingering and not self.parser.buffered and not self._unread_input():
             self.close()
             return
         # Closing with unread input would reset the connection, and a reset can destroy
@@ -702,7 +706,9 @@ class Connection:
         if self.state == CLOSED:
             return
         self.state = CLOSED
-        self._unregister()
+        if self._registered:
+            self.service.loop.forget(self.fd)  # the close below removes it from epoll
+            self._registered = 0
         self.service.connections.pop(self.fd, None)
         self._release_body()
         self._end_file()

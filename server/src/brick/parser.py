@@ -148,6 +148,10 @@ _FRAMING: Final = {
 # Header name (as sent) -> what to do with it, for names already checked to be tokens.
 _NAME_CACHE: dict[bytes, int] = {}
 _NAME_CACHE_MAX: Final = 512
+# Request line -> its parsed parts. Parsing a line is a pure function of its bytes, and
+# most traffic repeats a few lines (health checks, hot endpoints), so they are parsed once.
+_LINE_CACHE: dict[bytes, tuple[str, str, str, str, str, bool, str | None, str | None]] = {}
+_LINE_CACHE_MAX: Final = 256
 _METHODS: set[bytes] = {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"}
 
 _HEAD, _LENGTH_BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _END_PENDING, _DEAD = range(8)
@@ -240,6 +244,8 @@ class RequestParser:
 
     def _parse_head(self) -> Request | _Marker:
         buf = self._buf
+        if not buf:
+            return NEED_DATA  # the common case between keep-alive requests
         if buf[:2] == b"\r\n":
             self._skip_blank_lines()
         scan = self._scan
@@ -337,6 +343,35 @@ class RequestParser:
         # RFC 9112 §3: request-line = method SP request-target SP HTTP-version
         if len(line) > self.limits.max_request_line:
             raise URITooLong("request line too long")
+        cached = _LINE_CACHE.get(line)
+        if cached is not None:
+            method_s, target_s, path_s, query_s, version_s, keep, host_s, scheme_s = cached
+            return Request(
+                method=method_s,
+                target=target_s,
+                path=path_s,
+                query=query_s,
+                version=version_s,
+                keep_alive=keep,
+                host=host_s,
+                scheme=scheme_s,
+            )
+        request = self._parse_new_request_line(line)
+        if len(_LINE_CACHE) >= _LINE_CACHE_MAX:
+            _LINE_CACHE.clear()
+        _LINE_CACHE[line] = (
+            request.method,
+            request.target,
+            request.path,
+            request.query,
+            request.version,
+            request.keep_alive,
+            request.host,
+            request.scheme,
+        )
+        return request
+
+    def _parse_new_request_line(self, line: bytes) -> Request:
         parts = line.split(b" ")
         if len(parts) != 3:
             raise BadRequest("malformed request line")
@@ -410,8 +445,8 @@ class RequestParser:
         append = headers.append
         host: bytes | None = None
         content_length: bytes | None = None
-        codings: list[bytes] = []
-        connection: list[bytes] = []
+        codings: list[bytes] | None = None
+        connection: list[bytes] | None = None
         expect: bytes | None = None
         cache = _NAME_CACHE
         for i in range(1, len(lines)):
@@ -439,9 +474,9 @@ class RequestParser:
                     raise BadRequest("repeated Content-Length")
                 content_length = value
             elif kind == _TRANSFER_ENCODING:
-                codings.extend(value.split(b","))
+                codings = (codings or []) + value.split(b",")
             elif kind == _CONNECTION:
-                connection.extend(value.lower().split(b","))
+                connection = (connection or []) + value.lower().split(b",")
             else:
                 expect = value.lower()
 

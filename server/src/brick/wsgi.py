@@ -67,6 +67,9 @@ _HOP_BY_HOP: Final = frozenset(
 )
 
 
+_JOIN_LIMIT: Final = 16384  # bodies up to this size are copied behind the head, not scattered
+
+
 class ClientDisconnected(ConnectionError):
     """The client went away while we were writing the response."""
 
@@ -596,6 +599,8 @@ class _Cycle:
         self.sent = size
         if self.no_body or not body:
             self.out.write(head)
+        elif size <= _JOIN_LIMIT:
+            self.out.write(head + body)  # one plain send: cheaper than building an iovec
         else:
             self.out.writev([head, body])
 
