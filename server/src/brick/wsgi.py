@@ -148,6 +148,11 @@ def decode_path(raw: str) -> str:
     return unquote_to_bytes(raw).decode("latin-1")
 
 
+_HOST_CACHE: dict[str, tuple[str, str]] = {}  # a server sees few distinct Host values
+_HOST_CACHE_MAX: Final = 256
+_GOOD_STATUSES: set[str] = set()  # statuses already checked: apps repeat a handful
+
+
 def _split_host(host: str) -> tuple[str, str]:
     """The name and port of a Host value (RFC 9110 §7.2); the port is "" when none is given.
 
@@ -266,7 +271,13 @@ class EnvironBuilder:
 
         port: str | None = None  # from the Host; None: keep the listener's
         if request.host:
-            host_name, port = _split_host(request.host)
+            split = _HOST_CACHE.get(request.host)
+            if split is None:
+                split = _split_host(request.host)
+                if len(_HOST_CACHE) >= _HOST_CACHE_MAX:
+                    _HOST_CACHE.clear()
+                _HOST_CACHE[request.host] = split
+            host_name, port = split
             if host_name:
                 environ["SERVER_NAME"] = host_name
             if request.scheme is not None and "HTTP_HOST" not in environ:
@@ -395,8 +406,11 @@ class _Cycle:
             raise AppError("start_response called a second time without exc_info")
         # Everything is checked, and the header block built, now: what the app does with
         # its list afterwards cannot reach the wire unchecked.
-        if type(status) is not str or not _STATUS_RE.fullmatch(status):
-            raise AppError(f"invalid status {status!r}")
+        if status not in _GOOD_STATUSES:
+            if type(status) is not str or not _STATUS_RE.fullmatch(status):
+                raise AppError(f"invalid status {status!r}")
+            if len(_GOOD_STATUSES) < 256:
+                _GOOD_STATUSES.add(status)
         if type(headers) is not list:
             raise AppError("response headers must be a list")
         content_length: int | None = None
