@@ -85,6 +85,16 @@ class AppPool(ThreadPoolExecutor):
         return min([now, *list(self.running.values())])
 
 
+def _nodelay_inherited(listening: socket.socket) -> bool:
+    """Does the kernel copy TCP_NODELAY from a listening socket to accepted ones? (Linux does.)"""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    except OSError:
+        return False
+
+
 class Listener:
     """Accepts connections on one listening socket and hands them to `Connection`."""
 
@@ -108,6 +118,14 @@ class Listener:
         # workers get their chance, instead of one worker taking a whole burst.
         self.batch = 1 if pool is not None else 64
         self.tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        # Linux copies TCP_NODELAY from the listening socket to each accepted one: set it
+        # here once, and per connection only where it does not (checked on the first).
+        self.nodelay_inherited = False
+        if self.tcp:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         self.paused_until = 0.0
         self.active = False
         self.closed = False
@@ -145,7 +163,9 @@ class Listener:
                 continue  # ECONNABORTED and friends: that client is already gone
             sock.setblocking(False)
             if self.tcp:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if not self.nodelay_inherited:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self.nodelay_inherited = _nodelay_inherited(self.sock)
                 peer = (str(addr[0]), str(addr[1]))
             else:
                 peer = ("", "")
