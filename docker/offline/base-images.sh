@@ -42,6 +42,15 @@ as_root() {
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# debootstrap comes from Debian's packages; a fresh machine may not have it yet.
+need_debootstrap() {
+    command -v debootstrap >/dev/null 2>&1 && return
+    command -v apt-get >/dev/null 2>&1 || { log "debootstrap is missing and apt-get is not here"; exit 1; }
+    log "installing debootstrap from Debian's packages"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+}
+
 # A registry that is unreachable fails fast (DNS); one that hangs must not hang us.
 try_pull() { timeout "${PULL_TIMEOUT:-300}" docker pull -q "$1" >/dev/null 2>&1; }
 
@@ -51,6 +60,7 @@ make_rootfs() {
     local root="$workdir/$name"
     mkdir -p "$workdir/debs"
     as_root rm -rf --one-file-system "$root"
+    need_debootstrap
     log "debootstrap $suite ($packages) from $mirror"
     as_root debootstrap --variant=minbase --include="$packages" \
         --cache-dir="$(realpath "$workdir/debs")" "$suite" "$root" "$mirror" >"$workdir/$name.log" 2>&1 || {
