@@ -119,10 +119,17 @@ class Service:
                 elif state == LINGERING:
                     conn.close()
 
-    def close_idle(self) -> None:
-        """For a graceful stop: close every connection not in the middle of a request."""
+    def close_idle(self, now: float, grace: float) -> None:
+        """While draining: close connections idle for `grace` seconds. A client that has
+        just connected, or just got a response, has that long to send one more request,
+        which is answered (with Connection: close) rather than cut off."""
         for conn in list(self.connections.values()):
-            if conn.state == READING and conn.request is None and not conn.parser.buffered:
+            if (
+                conn.state == READING
+                and conn.request is None
+                and not conn.parser.buffered
+                and now - conn.started >= grace
+            ):
                 conn.close()
 
 

@@ -568,17 +568,21 @@ class RequestParser:
 
     # -- the body (RFC 9112 §6, §7) ------------------------------------------------------
 
-    def _length_body(self) -> bytes | _Marker:
+    def _take(self, limit: int) -> bytes:
+        """Up to `limit` buffered body bytes (the buffer is not empty)."""
         buf = self._buf
-        if not buf:
-            return NEED_DATA
-        take = self._left
-        if len(buf) <= take:
+        if len(buf) <= limit:
             data = bytes(buf)
             buf.clear()
         else:
-            data = bytes(buf[:take])
-            del buf[:take]
+            data = bytes(buf[:limit])
+            del buf[:limit]
+        return data
+
+    def _length_body(self) -> bytes | _Marker:
+        if not self._buf:
+            return NEED_DATA
+        data = self._take(self._left)
         self._left -= len(data)
         if not self._left:
             self._state = _END_PENDING
@@ -624,13 +628,7 @@ class RequestParser:
         if state == _CHUNK_DATA:
             if not buf:
                 return NEED_DATA
-            take = self._chunk_left
-            if len(buf) <= take:
-                data = bytes(buf)
-                buf.clear()
-            else:
-                data = bytes(buf[:take])
-                del buf[:take]
+            data = self._take(self._chunk_left)
             self._chunk_left -= len(data)
             if not self._chunk_left:
                 self._state = _CHUNK_END

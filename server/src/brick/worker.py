@@ -40,7 +40,7 @@ from types import FrameType
 from typing import IO, ParamSpec, TypeVar, cast
 
 from brick.config import Config
-from brick.connection import READING, Connection, Service
+from brick.connection import Connection, Service
 from brick.listeners import server_name_port
 from brick.logs import AccessLog, LogFile, debug_http_printer, reopen_logs
 from brick.loop import EVENT_READ, EventLoop
@@ -85,16 +85,6 @@ class AppPool(ThreadPoolExecutor):
         return min([now, *list(self.running.values())])
 
 
-def _nodelay_inherited(listening: socket.socket) -> bool:
-    """Does the kernel copy TCP_NODELAY from a listening socket to accepted ones? (Linux does.)"""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-    except OSError:
-        return False
-
-
 class Listener:
     """Accepts connections on one listening socket and hands them to `Connection`."""
 
@@ -119,8 +109,9 @@ class Listener:
         self.batch = 1 if pool is not None else 64
         self.tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         # Linux copies TCP_NODELAY from the listening socket to each accepted one: set it
-        # here once, and per connection only where it does not (checked on the first).
-        self.nodelay_inherited = False
+        # here once; the first accepted socket shows whether the kernel copies it, and only
+        # where it does not is it set per connection.
+        self.nodelay_inherited: bool | None = None
         if self.tcp:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -163,9 +154,12 @@ class Listener:
                 continue  # ECONNABORTED and friends: that client is already gone
             sock.setblocking(False)
             if self.tcp:
+                if self.nodelay_inherited is None:
+                    self.nodelay_inherited = bool(
+                        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                    )
                 if not self.nodelay_inherited:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    self.nodelay_inherited = _nodelay_inherited(self.sock)
                 peer = (str(addr[0]), str(addr[1]))
             else:
                 peer = ("", "")
@@ -345,7 +339,7 @@ class Worker:
             self.heartbeat()
         self.service.sweep(now)
         if self.stopping:
-            self._close_idle(now)
+            self.service.close_idle(now, DRAIN_IDLE)
             return
         for listener in self.listeners:
             if (
@@ -396,20 +390,7 @@ class Worker:
         self.service.draining = True  # responses from now on say Connection: close
         for listener in self.listeners:
             listener.close()
-        self._close_idle(time.monotonic())
-
-    def _close_idle(self, now: float) -> None:
-        """While draining: close connections idle for DRAIN_IDLE. A client that has just
-        connected, or just got a response, has that long to send one more request, which
-        is answered (with Connection: close) rather than cut off."""
-        for conn in list(self.service.connections.values()):
-            if (
-                conn.state == READING
-                and conn.request is None
-                and not conn.parser.buffered
-                and now - conn.started >= DRAIN_IDLE
-            ):
-                conn.close()
+        self.service.close_idle(time.monotonic(), DRAIN_IDLE)
 
 
 def flush_logs() -> None:
