@@ -97,6 +97,14 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         lines = "".join(f"{k}={environ.get(k, '')}\n" for k in keys)
         start_response("200 OK", text)
         return [lines.encode("latin-1")]
+    if path == "/peer":
+        # Who asked, and whether anything an earlier request left in its environ leaked in.
+        leaked = environ.get("conn_app.mark", "")
+        environ["conn_app.mark"] = "set"
+        environ["PATH_INFO"] = "/changed"
+        body = f"{environ['REMOTE_ADDR']} {environ['REMOTE_PORT']} {leaked}\n".encode()
+        start_response("200 OK", text)
+        return [body]
     if path == "/stream":
         start_response("200 OK", text)
         return _stream(int(query.get("n", "3")), int(query.get("size", "4")))

@@ -418,3 +418,16 @@ def test_closed_socket_does_not_bother_the_server(server: Server) -> None:
     with pytest.raises(Closed), Wire.connect(server) as w:
         w.sock.shutdown(socket.SHUT_WR)
         w.read_response()
+
+
+def test_a_repeated_head_still_gets_its_own_peer_and_a_fresh_environ(server: Server) -> None:
+    # The same bytes from two clients, again and again: brick serves a head it has seen
+    # before without parsing it again, and each answer must still be about its own client.
+    head = request("GET", "/peer", [("User-Agent", "repeat")])
+    with Wire.connect(server) as first, Wire.connect(server) as second:
+        for _ in range(3):
+            for w in (first, second):
+                w.send(head)
+                r = w.read_response()
+                port = w.sock.getsockname()[1]
+                assert (r.status, r.body) == (200, f"127.0.0.1 {port} \n".encode())

@@ -263,9 +263,16 @@ class Connection:
         if not data:
             self.close()  # the client is gone; nothing complete is left to answer
             return
-        if self.request is None and not self.parser.buffered:
+        parser = self.parser
+        if self.request is None and not parser.buffered:
             self.started = time.monotonic()  # the first byte of a new request head
-        self.parser.feed(data)
+            # The usual keep-alive request: one whole head, seen before, with no body.
+            request = parser.cached_head(data)
+            if request is not None and self.service.debug_http is None:
+                self.request = request
+                self._dispatch()
+                return
+        parser.feed(data)
         self.process()
 
     # -- parsing -----------------------------------------------------------------------

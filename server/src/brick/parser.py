@@ -100,6 +100,7 @@ class Request:
     keep_alive: bool = True
     expect_continue: bool = False
     scheme: str | None = None  # from an absolute-form target
+    cached: bool = False  # kept in the head cache: this object comes back when the head does
 
     @property
     def has_body(self) -> bool:
@@ -152,6 +153,15 @@ _NAME_CACHE_MAX: Final = 512
 # most traffic repeats a few lines (health checks, hot endpoints), so they are parsed once.
 _LINE_CACHE: dict[bytes, tuple[str, str, str, str, str, bool, str | None, str | None]] = {}
 _LINE_CACHE_MAX: Final = 256
+# A whole head (through its blank line) -> its Request, for heads that announce no body.
+# Clients and proxies repeat heads byte for byte (health checks, load balancers, polling
+# clients, one browser's subresource requests), and a head's meaning is a pure function of
+# its bytes and the limits, so a head seen before is served without parsing it again. The
+# Request is shared between hits: nothing changes a Request once the parser returns it.
+# One cache per set of head limits: other limits may judge the same bytes differently.
+_HEAD_CACHES: dict[tuple[int, int, int], dict[bytes, Request]] = {}
+_HEAD_CACHE_MAX: Final = 256
+_HEAD_CACHE_KEY_MAX: Final = 2048  # bigger heads (cookies) rarely repeat: not worth keeping
 _METHODS: set[bytes] = {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"}
 
 _HEAD, _LENGTH_BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _END_PENDING, _DEAD = range(8)
@@ -184,6 +194,7 @@ class RequestParser:
     __slots__ = (
         "_blank",
         "_buf",
+        "_cache",
         "_chunk_left",
         "_left",
         "_lines",
@@ -195,6 +206,12 @@ class RequestParser:
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
+        limits = self.limits
+        key = (limits.max_request_line, limits.max_header_count, limits.max_field_size)
+        cache = _HEAD_CACHES.get(key)
+        if cache is None:
+            cache = _HEAD_CACHES[key] = {}
+        self._cache = cache
         self._buf = bytearray()
         self._state = _HEAD
         self._left = 0  # body bytes still expected (Content-Length)
@@ -219,6 +236,13 @@ class RequestParser:
     def at_message_start(self) -> bool:
         """True between messages: a new request head is what comes next."""
         return self._state == _HEAD
+
+    def cached_head(self, data: bytes) -> Request | None:
+        """`data` is exactly a body-less head parsed before, arriving between messages:
+        its Request, the message complete, with no parsing. None otherwise (feed the bytes)."""
+        if self._buf or self._state != _HEAD:
+            return None
+        return self._cache.get(data)
 
     # -- events ------------------------------------------------------------------------
 
@@ -257,12 +281,19 @@ class RequestParser:
         del buf[: end + 4]
         self._scan = self._lines = self._blank = 0
         try:
-            return self._parse_whole_head(head)
+            request = self._parse_whole_head(head)
         except HTTPError:
             # Several rules may be broken: name the first in stream order, as a head fed
             # piece by piece would have (module docstring).
             self._check_lines(head.split(b"\r\n"), 0)
             raise
+        cache = self._cache
+        if self._state == _END_PENDING and end < _HEAD_CACHE_KEY_MAX:
+            if len(cache) >= _HEAD_CACHE_MAX:
+                cache.clear()
+            if cache.setdefault(head + b"\r\n\r\n", request) is request:
+                request.cached = True
+        return request
 
     def _skip_blank_lines(self) -> None:
         # RFC 9112 §2.2: ignore empty lines received before the request-line.

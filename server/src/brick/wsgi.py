@@ -150,6 +150,7 @@ def decode_path(raw: str) -> str:
 
 _HOST_CACHE: dict[str, tuple[str, str]] = {}  # a server sees few distinct Host values
 _HOST_CACHE_MAX: Final = 256
+_ENVIRON_CACHE_MAX: Final = 256  # per builder and trust; as many as the parser's head cache
 _GOOD_STATUSES: set[str] = set()  # statuses already checked: apps repeat a handful
 
 
@@ -209,6 +210,10 @@ class EnvironBuilder:
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
         }
+        # id(request) -> (request, environ without peer and input, REMOTE_ADDR from XFF?).
+        # The request is kept alive by its entry, so its id cannot be reused meanwhile.
+        self._cache: dict[int, tuple[Request, dict[str, Any], bool]] = {}
+        self._trusted_cache: dict[int, tuple[Request, dict[str, Any], bool]] = {}
 
     def is_trusted(self, peer_ip: str) -> bool:
         """May this peer set X-Forwarded-*? Unix-socket peers (no address) are trusted."""
@@ -232,6 +237,41 @@ class EnvironBuilder:
         return any(addr in net for net in self.trusted_networks)
 
     def build(
+        self,
+        request: Request,
+        body: IO[bytes],
+        body_length: int,
+        peer: tuple[str, str],
+        trusted: bool,
+    ) -> dict[str, Any]:
+        """The environ for `request`, whose body is `body` (`body_length` bytes in all).
+
+        A request the parser keeps in its head cache (it has no body) is the same object
+        each time it repeats, and so is its environ but for the peer and the input:
+        that part is kept (per request and trust) and copied, not built again.
+        """
+        if not request.cached or body_length:
+            return self._build(request, body, body_length, peer, trusted)
+        cache = self._trusted_cache if trusted else self._cache
+        hit = cache.get(id(request))
+        if hit is None or hit[0] is not request:
+            template = self._build(request, body, 0, ("", ""), trusted)
+            # The peer goes in per request, unless a trusted proxy named the client.
+            keep_addr = template["REMOTE_ADDR"] != ""
+            del template["wsgi.input"], template["REMOTE_PORT"]
+            if not keep_addr:
+                del template["REMOTE_ADDR"]
+            if len(cache) >= _ENVIRON_CACHE_MAX:
+                cache.clear()
+            hit = cache[id(request)] = (request, template, keep_addr)
+        environ = hit[1].copy()
+        if not hit[2]:
+            environ["REMOTE_ADDR"] = peer[0]
+        environ["REMOTE_PORT"] = peer[1]
+        environ["wsgi.input"] = body
+        return environ
+
+    def _build(
         self,
         request: Request,
         body: IO[bytes],
@@ -340,6 +380,11 @@ _NAME_CACHE_MAX: Final = 512
 # repeat verbatim (Content-Type, Cache-Control, ...). Only names with no framing meaning.
 _LINE_CACHE: dict[tuple[str, str], str] = {}
 _LINE_CACHE_MAX: Final = 1024
+# (status, *headers) of a response already checked -> what start_response made of it.
+# Apps answer most requests with a few status and header lists that repeat exactly.
+_HEADERS_CACHE: dict[tuple[Any, ...], tuple[int, str, int | None, bool, bool, bool]] = {}
+_HEADERS_CACHE_MAX: Final = 512
+_HEADERS_CACHE_ITEMS: Final = 16  # longer lists (cookies, CORS sets) are checked each time
 # Names start_response looks at; every other name is copied through as it is.
 _FRAMING_NAMES: Final = frozenset({"content-length", "connection", "date", "server"}) | _HOP_BY_HOP
 
@@ -406,7 +451,22 @@ class _Cycle:
             raise AppError("start_response called a second time without exc_info")
         # Everything is checked, and the header block built, now: what the app does with
         # its list afterwards cannot reach the wire unchecked.
-        if status not in _GOOD_STATUSES:
+        key: tuple[Any, ...] | None = None
+        if type(headers) is list and len(headers) <= _HEADERS_CACHE_ITEMS:
+            try:
+                key = (status, *headers)
+                hit = _HEADERS_CACHE.get(key)
+            except TypeError:  # something unhashable: the checks below name it
+                key = hit = None
+            if hit is not None:
+                code = self.status_code = hit[0]
+                self.status = status
+                self.headers = headers
+                _, self.header_block, self.content_length, self.has_date = hit[:4]
+                self.has_server, self.app_close = hit[4:]
+                self.no_body = code in NO_BODY_STATUSES or self.request.method == "HEAD"
+                return self.write
+        if type(status) is not str or status not in _GOOD_STATUSES:
             if type(status) is not str or not _STATUS_RE.fullmatch(status):
                 raise AppError(f"invalid status {status!r}")
             if len(_GOOD_STATUSES) < 256:
@@ -476,6 +536,17 @@ class _Cycle:
         self.app_close = app_close
         self.content_length = content_length
         self.no_body = code in NO_BODY_STATUSES or self.request.method == "HEAD"
+        if key is not None:
+            if len(_HEADERS_CACHE) >= _HEADERS_CACHE_MAX:
+                _HEADERS_CACHE.clear()
+            _HEADERS_CACHE[key] = (
+                code,
+                self.header_block,
+                content_length,
+                has_date,
+                has_server,
+                app_close,
+            )
         return self.write
 
     # -- sending -----------------------------------------------------------------------

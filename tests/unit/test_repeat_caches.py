@@ -1,0 +1,196 @@
+"""What brick remembers about requests and responses that repeat, and that it never shows.
+
+A head seen before is served from the parser's head cache, its environ is copied from a
+kept template, and a status and header list seen before reuse their checked header block.
+Each cache must give exactly what the work it saves would have given: these tests compare
+the cached answer with a freshly computed one, and check the cases that must not be cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from brick.errors import HTTPError
+from brick.parser import END, NEED_DATA, Limits, Request, RequestParser
+from brick.wsgi import EnvironBuilder, run_app
+from test_wsgi import (  # noqa: F401 (errlog is a fixture)
+    PEER,
+    MemoryOutput,
+    StartResponse,
+    errlog,
+    make_builder,
+    parse_response,
+)
+
+pytestmark = pytest.mark.unit
+
+HEAD = b"GET /cache/a?x=1 HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: repeat\r\n\r\n"
+
+
+def first_parse(data: bytes, limits: Limits | None = None) -> Request:
+    """Parse `data` the ordinary way, as the first time a head is seen."""
+    parser = RequestParser(limits)
+    parser.feed(data)
+    request = parser.next_event()
+    assert isinstance(request, Request)
+    return request
+
+
+def kept(data: bytes) -> Request:
+    """The Request the head cache holds for `data` (parsing it first if need be)."""
+    first_parse(data)
+    request = RequestParser().cached_head(data)
+    assert request is not None and request.cached
+    return request
+
+
+# -- the head cache ---------------------------------------------------------------------------
+
+
+def test_a_repeated_bodyless_head_is_the_same_request_without_parsing() -> None:
+    request = kept(HEAD)
+    parser = RequestParser()
+    assert parser.cached_head(HEAD) is request
+    assert dataclasses.replace(request, cached=False) == first_parse(HEAD)
+    # The message is complete: the parser waits for the next request as after an END.
+    assert parser.at_message_start and parser.next_event() is NEED_DATA
+    parser.feed(HEAD)
+    assert isinstance(parser.next_event(), Request) and parser.next_event() is END
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
+        b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET /c HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * 3000 + b"\r\n\r\n",
+    ],
+    ids=["content-length", "chunked", "large-head"],
+)
+def test_heads_with_a_body_or_too_large_are_not_kept(data: bytes) -> None:
+    first_parse(data)
+    assert RequestParser().cached_head(data) is None
+
+
+def test_only_a_whole_head_between_messages_is_looked_up() -> None:
+    first_parse(HEAD)
+    partial = RequestParser()
+    partial.feed(b"GET ")
+    assert partial.cached_head(HEAD) is None  # it would join the bytes already buffered
+    in_body = RequestParser()
+    in_body.feed(b"POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
+    assert isinstance(in_body.next_event(), Request)
+    assert in_body.cached_head(HEAD) is None  # these bytes are body, not a head
+    assert RequestParser().cached_head(HEAD + HEAD) is None  # pipelined: parsed as usual
+
+
+def test_a_head_cached_under_some_limits_is_judged_again_under_others() -> None:
+    long_line = b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    first_parse(long_line)
+    strict = RequestParser(Limits(max_request_line=100))
+    assert strict.cached_head(long_line) is None
+    strict.feed(long_line)
+    with pytest.raises(HTTPError) as refused:
+        strict.next_event()
+    assert refused.value.status == 414
+
+
+# -- the environ template ---------------------------------------------------------------------
+
+
+def environ_for(
+    builder: EnvironBuilder, request: Request, peer: tuple[str, str], trusted: bool = False
+) -> dict[str, Any]:
+    return builder.build(request, io.BytesIO(), 0, peer, trusted)
+
+
+def uncached(request: Request) -> Request:
+    return dataclasses.replace(request, cached=False)
+
+
+def comparable(environ: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in environ.items() if k != "wsgi.input"}
+
+
+def test_a_cached_environ_equals_a_freshly_built_one_for_each_peer() -> None:
+    request = kept(HEAD)
+    builder = make_builder()
+    for peer in [PEER, ("198.51.100.9", "4444"), PEER]:
+        cached = environ_for(builder, request, peer)
+        fresh = environ_for(builder, uncached(request), peer)
+        assert comparable(cached) == comparable(fresh)
+        assert (cached["REMOTE_ADDR"], cached["REMOTE_PORT"]) == peer
+
+
+def test_what_an_app_does_to_its_environ_stays_in_that_request() -> None:
+    request = kept(HEAD)
+    builder = make_builder()
+    first = environ_for(builder, request, PEER)
+    first["PATH_INFO"] = "/rewritten"
+    first["app.state"] = object()
+    second = environ_for(builder, request, PEER)
+    assert second["PATH_INFO"] == "/cache/a" and "app.state" not in second
+    assert second["wsgi.input"] is not first["wsgi.input"]
+
+
+def test_forwarded_headers_count_only_for_a_trusted_peer_whatever_came_first() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.5\r\n\r\n"
+    request = kept(head)
+    builder = make_builder()
+    proxy, stranger = ("10.0.0.2", "1000"), ("192.0.2.99", "2000")
+    for _ in range(2):
+        assert environ_for(builder, request, stranger)["REMOTE_ADDR"] == "192.0.2.99"
+        via_proxy = environ_for(builder, request, proxy, trusted=True)
+        assert via_proxy["REMOTE_ADDR"] == "203.0.113.5"
+        assert via_proxy["REMOTE_PORT"] == "1000"
+
+
+# -- the checked header list ------------------------------------------------------------------
+
+
+def respond(
+    headers: list[tuple[str, str]], method: str = "GET", status: str = "200 OK"
+) -> tuple[bytes, Any]:
+    """Run an app answering with `status` and a copy of `headers`; the bytes and the outcome."""
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        start_response(status, list(headers))
+        return [b"hello"]
+
+    request = kept(f"{method} / HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    out = MemoryOutput()
+    environ = environ_for(make_builder(), request, PEER)
+    outcome = run_app(app, environ, request, out)
+    return bytes(out.data), outcome
+
+
+def test_a_repeated_header_list_gives_the_same_response() -> None:
+    headers = [("Content-Type", "text/plain"), ("Content-Length", "5"), ("X-Kind", "a")]
+    first, _ = respond(headers)
+    again, _ = respond(headers)
+    assert parse_response(again) == parse_response(first)
+    assert parse_response(again).body == b"hello"
+    head_only = parse_response(respond(headers, method="HEAD")[0], method="HEAD")
+    assert head_only.get("Content-Length") == "5" and head_only.body == b""
+
+
+@pytest.mark.usefixtures("errlog")
+def test_a_repeated_header_list_with_one_bad_value_is_still_refused() -> None:
+    good = [("Content-Type", "text/plain"), ("X-Kind", "a")]
+    assert parse_response(respond(good)[0]).status == 200
+    for bad in (("X-Kind", "a\r\nInjected: 1"), ("X-Kind", 5), ["X-Kind", "a"]):
+        data, outcome = respond([good[0], bad])  # type: ignore[list-item]
+        assert parse_response(data).status == 500 and not outcome.keep_alive
+    assert b"Injected" not in respond([good[0], ("X-Kind", "a\r\nInjected: 1")])[0]
+
+
+@pytest.mark.usefixtures("errlog")
+def test_a_repeated_status_is_checked_with_its_headers() -> None:
+    headers = [("Content-Type", "text/plain")]
+    assert parse_response(respond(headers, status="201 Created")[0]).status == 201
+    assert parse_response(respond(headers, status="201 Created\r\nX: y")[0]).status == 500
+    assert parse_response(respond(headers, status="204 No Content")[0]).body == b""
