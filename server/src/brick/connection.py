@@ -141,7 +141,6 @@ class Connection:
         "_registered",
         "body",
         "builder",
-        "busy_since",
         "deadline",
         "fd",
         "file_fd",
@@ -188,7 +187,6 @@ class Connection:
         self.state = READING
         self.keep_alive = True
         self.started = time.monotonic()
-        self.busy_since = 0.0
         self.deadline = self.started + service.keepalive_timeout
         self.linger_until = 0.0
         self._in_process = False
@@ -373,17 +371,12 @@ class Connection:
         environ = self.builder.build(request, wsgi_input, length, self.peer, self.trusted)
         keep_alive = request.keep_alive and not service.draining
         self.state = BUSY
-        self.busy_since = time.monotonic()
-        if service.executor is None:
-            self._run(environ, request, keep_alive)
-        else:
+        if service.executor is not None:
             service.executor.submit(self._run_in_thread, environ, request, keep_alive)
-
-    def _run(self, environ: dict[str, Any], request: Request, keep_alive: bool) -> None:
+            return
+        # --threads 1: the app runs here, in the loop thread.
         try:
-            outcome = run_app(
-                self.service.app, environ, request, self, keep_alive, suspendable=True
-            )
+            outcome = run_app(service.app, environ, request, self, keep_alive, suspendable=True)
         except ClientDisconnected:
             self._client_gone()
             return
@@ -452,12 +445,16 @@ class Connection:
         service = self.service
         if service.access_log is not None:
             service.access_log(request, environ, outcome, time.monotonic() - self.started)
-        self._release_body()
+        if self.body is not None:
+            self._release_body()
         self.request = None
         self.keep_alive = outcome.keep_alive
         if service.on_request_done is not None:
             service.on_request_done()
-        self._finish_response()
+        if self.state == BUSY and not self.outbuf and self.file_fd < 0:
+            self._response_sent()  # the usual case: the kernel took the whole response
+        else:
+            self._finish_response()
 
     def _finish_response(self) -> None:
         if self.state == CLOSED:
@@ -471,14 +468,17 @@ class Connection:
         self._response_sent()
 
     def _response_sent(self) -> None:
-        if not self.keep_alive or (self.service.draining and not self.parser.buffered):
+        service = self.service
+        buffered = self.parser.buffered
+        if not self.keep_alive or (service.draining and not buffered):
             self._shutdown_and_close()
             return
         self.state = READING
-        self._register(EVENT_READ)
-        self.started = time.monotonic()
-        self.deadline = self.started + self.service.keepalive_timeout
-        if self.parser.buffered:
+        if self._registered != EVENT_READ:
+            self._register(EVENT_READ)
+        self.started = now = time.monotonic()
+        self.deadline = now + service.keepalive_timeout
+        if buffered:
             self.process()  # a pipelined request (a no-op when already inside process)
 
     def _release_body(self) -> None:

@@ -100,7 +100,8 @@ class Request:
     keep_alive: bool = True
     expect_continue: bool = False
     scheme: str | None = None  # from an absolute-form target
-    cached: bool = False  # kept in the head cache: this object comes back when the head does
+    # Kept in the head cache: this same object comes back whenever the head does.
+    cached: bool = field(default=False, compare=False, repr=False)
 
     @property
     def has_body(self) -> bool:
