@@ -108,6 +108,10 @@ class Listener:
         # workers get their chance, instead of one worker taking a whole burst.
         self.batch = 1 if pool is not None else 64
         self.tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        # socket.accept() converts the listener's family and type to enums on every call
+        # to build the new socket object; we build it from these plain ints instead.
+        self._accept = sock._accept  # type: ignore[attr-defined]  # (fd, address)
+        self._kind = (int(sock.family), int(sock.type), sock.proto)
         # Linux copies TCP_NODELAY from the listening socket to each accepted one: set it
         # here once; the first accepted socket shows whether the kernel copies it, and only
         # where it does not is it set per connection.
@@ -143,7 +147,7 @@ class Listener:
                 self.pause()  # backpressure: new clients wait in the kernel backlog
                 return
             try:
-                sock, addr = self.sock.accept()
+                fd, addr = self._accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -152,6 +156,7 @@ class Listener:
                     self.pause(0.5)
                     return
                 continue  # ECONNABORTED and friends: that client is already gone
+            sock = socket.socket(*self._kind, fd)
             sock.setblocking(False)
             if self.tcp:
                 if self.nodelay_inherited is None:
