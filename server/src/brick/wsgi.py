@@ -673,10 +673,13 @@ class _Cycle:
         else:
             body = b"".join([p if type(p) is bytes else _as_bytes(p) for p in parts])
         size = len(body)
-        if self.content_length is None:
+        declared = self.content_length
+        if declared is None:
             head = self._head(size)
+        elif size == declared:
+            head = self._head(None)  # the usual case: the body is what the app announced
         else:
-            if size < self.content_length and not self.no_body:
+            if size < declared and not self.no_body:
                 self._short(size)  # known before the head: it can say Connection: close
             head = self._head(None)
             body = self._fit(body)
