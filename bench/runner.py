@@ -352,12 +352,7 @@ def run(settings: Settings, progress: Progress | None = None) -> dict[str, objec
     progress.start(wrk_runs(settings, specs))
     try:
         for app in settings.apps:
-            for spec in specs:
-                try:
-                    _throughput(settings, app, spec, throughput, memory, progress)
-                except ServerError as exc:
-                    failures.append({"app": app, "server": spec.key, "error": str(exc)})
-                    progress.warn(f"{app} on {spec.key}: {exc}")
+            _throughput(settings, app, specs, throughput, memory, failures, progress)
         if settings.concurrency:
             concurrency = _concurrency(settings, failures, progress)
     finally:
@@ -446,52 +441,86 @@ def _repeat(
 def _throughput(
     settings: Settings,
     app: str,
-    spec: ServerSpec,
+    specs: Sequence[ServerSpec],
     throughput: list[dict[str, object]],
     memory: list[dict[str, object]],
+    failures: list[dict[str, object]],
     progress: Progress,
 ) -> None:
-    progress.step(f"{app} on {spec.label}: starting")
-    with started(settings, spec, app) as server:
-        idle_workers, idle_master = server.memory()
+    """Every server on one app. They are all started first, and each repetition runs them
+    in turn: a burst of load from elsewhere on the machine then falls on every server's
+    runs alike, not on the few runs of one server, so the ratios stay fair. A server not
+    being measured sits idle (its CPU is not counted: each run reads its own tree)."""
+
+    def failed(spec: ServerSpec, exc: ServerError) -> None:
+        failures.append({"app": app, "server": spec.key, "error": str(exc)})
+        progress.warn(f"{app} on {spec.key}: {exc}")
+        servers.pop(spec, None)
+
+    servers: dict[ServerSpec, ServerProcess] = {}
+    with contextlib.ExitStack() as stack:
+        idle: dict[ServerSpec, tuple[list[int], int | None]] = {}
+        for spec in specs:
+            progress.step(f"{app} on {spec.label}: starting")
+            try:
+                servers[spec] = stack.enter_context(started(settings, spec, app))
+                idle[spec] = servers[spec].memory()
+            except ServerError as exc:
+                failed(spec, exc)
+        warmups: dict[ServerSpec, list[Run]] = {spec: [] for spec in servers}
         for index, mode in enumerate(settings.modes):
-            what = f"{app} on {spec.label}, {mode}"
-            # One warm-up per server (imports, caches): the next mode runs on a warm app.
-            warmups, runs = _repeat(
-                settings,
-                server,
-                server.url + settings.path,
-                connections=settings.connections,
-                close=MODES[mode],
-                progress=progress,
-                what=what,
-                warm_up=index == 0,
-            )
-            summary = summarize(runs, warmups)
-            throughput.append(
+            runs: dict[ServerSpec, list[Run]] = {spec: [] for spec in servers}
+            # One warm-up per server (imports, caches): the next modes run on a warm app.
+            labels = ["warm-up"] if settings.warmup and index == 0 else []
+            labels += [f"run {i + 1}/{settings.repeat}" for i in range(settings.repeat)]
+            for label in labels:
+                for spec, server in list(servers.items()):
+                    progress.step(f"{app} on {spec.label}, {mode}: {label}")
+                    try:
+                        result = measure(
+                            server,
+                            server.url + settings.path,
+                            duration=settings.warmup if label == "warm-up" else settings.duration,
+                            connections=settings.connections,
+                            close=MODES[mode],
+                            client_cpu=settings.client_cpu,
+                        )
+                    except ServerError as exc:
+                        failed(spec, exc)
+                        continue
+                    finally:
+                        progress.advance()
+                    (warmups if label == "warm-up" else runs)[spec].append(result)
+            for spec in servers:
+                what = f"{app} on {spec.label}, {mode}"
+                first = warmups[spec] if index == 0 else []
+                summary = summarize(runs[spec], first)
+                throughput.append(
+                    {
+                        **_entry(spec, app),
+                        "mode": mode,
+                        "summary": summary.as_dict(),
+                        "runs": [r.as_dict() for r in runs[spec]],
+                        "warmups": [r.as_dict() for r in first],
+                    }
+                )
+                progress.result(
+                    f"{what}: {summary.cpu_us_per_request:8.1f} µs/req  {summary.rps:9.0f} req/s"
+                    f"  p50 {summary.p50_ms:6.2f} ms  p99 {summary.p99_ms:7.2f} ms"
+                    f"  errors {summary.errors}"
+                )
+        for spec, server in servers.items():
+            loaded_workers, loaded_master = server.memory()
+            idle_workers, idle_master = idle[spec]
+            memory.append(
                 {
                     **_entry(spec, app),
-                    "mode": mode,
-                    "summary": summary.as_dict(),
-                    "runs": [r.as_dict() for r in runs],
-                    "warmups": [r.as_dict() for r in warmups],
+                    "idle_kib": idle_workers,
+                    "loaded_kib": loaded_workers,
+                    "master_idle_kib": idle_master,
+                    "master_loaded_kib": loaded_master,
                 }
             )
-            progress.result(
-                f"{what}: {summary.cpu_us_per_request:8.1f} µs/req  {summary.rps:9.0f} req/s"
-                f"  p50 {summary.p50_ms:6.2f} ms  p99 {summary.p99_ms:7.2f} ms"
-                f"  errors {summary.errors}"
-            )
-        loaded_workers, loaded_master = server.memory()
-    memory.append(
-        {
-            **_entry(spec, app),
-            "idle_kib": idle_workers,
-            "loaded_kib": loaded_workers,
-            "master_idle_kib": idle_master,
-            "master_loaded_kib": loaded_master,
-        }
-    )
 
 
 def concurrency_specs(settings: Settings) -> list[ServerSpec]:
