@@ -445,16 +445,12 @@ class Connection:
         service = self.service
         if service.access_log is not None:
             service.access_log(request, environ, outcome, time.monotonic() - self.started)
-        if self.body is not None:
-            self._release_body()
+        self._release_body()
         self.request = None
         self.keep_alive = outcome.keep_alive
         if service.on_request_done is not None:
             service.on_request_done()
-        if self.state == BUSY and not self.outbuf and self.file_fd < 0:
-            self._response_sent()  # the usual case: the kernel took the whole response
-        else:
-            self._finish_response()
+        self._finish_response()
 
     def _finish_response(self) -> None:
         if self.state == CLOSED:
@@ -474,8 +470,7 @@ class Connection:
             self._shutdown_and_close()
             return
         self.state = READING
-        if self._registered != EVENT_READ:
-            self._register(EVENT_READ)
+        self._register(EVENT_READ)
         self.started = now = time.monotonic()
         self.deadline = now + service.keepalive_timeout
         if buffered:

@@ -210,10 +210,10 @@ class EnvironBuilder:
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
         }
-        # id(request) -> (request, environ without peer and input, REMOTE_ADDR from XFF?).
-        # The request is kept alive by its entry, so its id cannot be reused meanwhile.
-        self._cache: dict[int, tuple[Request, dict[str, Any], bool]] = {}
-        self._trusted_cache: dict[int, tuple[Request, dict[str, Any], bool]] = {}
+        # id(request) -> (request, its environ without the peer and the input). The request
+        # is kept alive by its entry, so its id cannot be reused meanwhile.
+        self._cache: dict[int, tuple[Request, dict[str, Any]]] = {}
+        self._trusted_cache: dict[int, tuple[Request, dict[str, Any]]] = {}
 
     def is_trusted(self, peer_ip: str) -> bool:
         """May this peer set X-Forwarded-*? Unix-socket peers (no address) are trusted."""
@@ -256,17 +256,14 @@ class EnvironBuilder:
         hit = cache.get(id(request))
         if hit is None or hit[0] is not request:
             template = self._build(request, body, 0, ("", ""), trusted)
-            # The peer goes in per request, unless a trusted proxy named the client.
-            keep_addr = template["REMOTE_ADDR"] != ""
             del template["wsgi.input"], template["REMOTE_PORT"]
-            if not keep_addr:
-                del template["REMOTE_ADDR"]
+            if not template["REMOTE_ADDR"]:
+                del template["REMOTE_ADDR"]  # else a trusted proxy named the client (XFF)
             if len(cache) >= _ENVIRON_CACHE_MAX:
                 cache.clear()
-            hit = cache[id(request)] = (request, template, keep_addr)
+            hit = cache[id(request)] = (request, template)
         environ = hit[1].copy()
-        if not hit[2]:
-            environ["REMOTE_ADDR"] = peer[0]
+        environ.setdefault("REMOTE_ADDR", peer[0])
         environ["REMOTE_PORT"] = peer[1]
         environ["wsgi.input"] = body
         return environ
@@ -382,7 +379,8 @@ _LINE_CACHE: dict[tuple[str, str], str] = {}
 _LINE_CACHE_MAX: Final = 1024
 # (status, *headers) of a response already checked -> what start_response made of it.
 # Apps answer most requests with a few status and header lists that repeat exactly.
-_HEADERS_CACHE: dict[tuple[Any, ...], tuple[int, str, int | None, bool, bool, bool]] = {}
+_Checked = tuple[int, str, int | None, bool, bool, bool]  # what _check_response found
+_HEADERS_CACHE: dict[tuple[Any, ...], _Checked] = {}
 _HEADERS_CACHE_MAX: Final = 512
 _HEADERS_CACHE_ITEMS: Final = 16  # longer lists (cookies, CORS sets) are checked each time
 # Names start_response looks at; every other name is copied through as it is.
@@ -395,6 +393,74 @@ def _as_bytes(data: object) -> bytes:
     if isinstance(data, (bytearray, memoryview)):
         return bytes(data)
     raise AppError(f"body data must be bytes, not {type(data).__name__}")
+
+
+def _check_response(status: str, headers: list[tuple[str, str]]) -> _Checked:
+    """Check what an app gave start_response; raise AppError for anything that could not
+    be written as a well-formed head. Returns the status code, the header block, the
+    app's Content-Length, and whether it set Date, set Server, and asked to close."""
+    if type(status) is not str or status not in _GOOD_STATUSES:
+        if type(status) is not str or not _STATUS_RE.fullmatch(status):
+            raise AppError(f"invalid status {status!r}")
+        if len(_GOOD_STATUSES) < 256:
+            _GOOD_STATUSES.add(status)
+    if type(headers) is not list:
+        raise AppError("response headers must be a list")
+    content_length: int | None = None
+    has_date = has_server = app_close = False
+    lines = []
+    line_cache = _LINE_CACHE
+    for item in headers:
+        try:
+            line = line_cache.get(item)
+        except TypeError:  # unhashable: certainly not a (str, str) tuple
+            line = None
+        if line is not None:
+            lines.append(line)
+            continue
+        if type(item) is not tuple or len(item) != 2:
+            raise AppError(f"invalid header item {item!r}")
+        name, value = item
+        if type(name) is not str or type(value) is not str:
+            raise AppError(f"header names and values must be str: {item!r}")
+        lname = _NAME_CACHE.get(name)
+        if lname is None:
+            if not _FIELD_NAME_RE.fullmatch(name):
+                raise AppError(f"invalid header name {name!r}")
+            lname = name.lower()
+            if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+                _NAME_CACHE[name] = lname
+        if _FIELD_VALUE_BAD.search(value):
+            raise AppError(f"invalid value for header {name!r}: {value!r}")
+        if lname in _FRAMING_NAMES:
+            if lname == "content-length":
+                if not value.isdigit() or not value.isascii():
+                    raise AppError(f"invalid Content-Length {value!r}")
+                if content_length is not None:
+                    if int(value) != content_length:
+                        raise AppError("conflicting Content-Length headers")
+                    continue  # an identical repeat: send it once
+                content_length = int(value)
+            elif lname == "connection":
+                app_close = app_close or "close" in value.lower()
+                continue  # the server writes its own
+            elif lname == "date":
+                has_date = True
+            elif lname == "server":
+                has_server = True
+            else:
+                raise AppError(f"hop-by-hop header {name!r} is the server's business")
+            lines.append(f"{name}: {value}\r\n")
+            continue
+        line = f"{name}: {value}\r\n"
+        if len(line_cache) >= _LINE_CACHE_MAX:
+            line_cache.clear()  # high-cardinality values (cookies, ETags) churn it
+        line_cache[item] = line
+        lines.append(line)
+    code = int(status[:3])
+    if code < 200:
+        raise AppError(f"informational status {status!r} cannot end a WSGI response")
+    return code, "".join(lines), content_length, has_date, has_server, app_close
 
 
 class _Cycle:
@@ -452,101 +518,25 @@ class _Cycle:
         # Everything is checked, and the header block built, now: what the app does with
         # its list afterwards cannot reach the wire unchecked.
         key: tuple[Any, ...] | None = None
+        checked = None
         if type(headers) is list and len(headers) <= _HEADERS_CACHE_ITEMS:
             try:
                 key = (status, *headers)
-                hit = _HEADERS_CACHE.get(key)
-            except TypeError:  # something unhashable: the checks below name it
-                key = hit = None
-            if hit is not None:
-                code = self.status_code = hit[0]
-                self.status = status
-                self.headers = headers
-                _, self.header_block, self.content_length, self.has_date = hit[:4]
-                self.has_server, self.app_close = hit[4:]
-                self.no_body = code in NO_BODY_STATUSES or self.request.method == "HEAD"
-                return self.write
-        if type(status) is not str or status not in _GOOD_STATUSES:
-            if type(status) is not str or not _STATUS_RE.fullmatch(status):
-                raise AppError(f"invalid status {status!r}")
-            if len(_GOOD_STATUSES) < 256:
-                _GOOD_STATUSES.add(status)
-        if type(headers) is not list:
-            raise AppError("response headers must be a list")
-        content_length: int | None = None
-        has_date = has_server = app_close = False
-        lines = []
-        line_cache = _LINE_CACHE
-        for item in headers:
-            try:
-                line = line_cache.get(item)
-            except TypeError:  # unhashable: certainly not a (str, str) tuple
-                line = None
-            if line is not None:
-                lines.append(line)
-                continue
-            if type(item) is not tuple or len(item) != 2:
-                raise AppError(f"invalid header item {item!r}")
-            name, value = item
-            if type(name) is not str or type(value) is not str:
-                raise AppError(f"header names and values must be str: {item!r}")
-            lname = _NAME_CACHE.get(name)
-            if lname is None:
-                if not _FIELD_NAME_RE.fullmatch(name):
-                    raise AppError(f"invalid header name {name!r}")
-                lname = name.lower()
-                if len(_NAME_CACHE) < _NAME_CACHE_MAX:
-                    _NAME_CACHE[name] = lname
-            if _FIELD_VALUE_BAD.search(value):
-                raise AppError(f"invalid value for header {name!r}: {value!r}")
-            if lname in _FRAMING_NAMES:
-                if lname == "content-length":
-                    if not value.isdigit() or not value.isascii():
-                        raise AppError(f"invalid Content-Length {value!r}")
-                    if content_length is not None:
-                        if int(value) != content_length:
-                            raise AppError("conflicting Content-Length headers")
-                        continue  # an identical repeat: send it once
-                    content_length = int(value)
-                elif lname == "connection":
-                    app_close = app_close or "close" in value.lower()
-                    continue  # the server writes its own
-                elif lname == "date":
-                    has_date = True
-                elif lname == "server":
-                    has_server = True
-                else:
-                    raise AppError(f"hop-by-hop header {name!r} is the server's business")
-                lines.append(f"{name}: {value}\r\n")
-                continue
-            line = f"{name}: {value}\r\n"
-            if len(line_cache) >= _LINE_CACHE_MAX:
-                line_cache.clear()  # high-cardinality values (cookies, ETags) churn it
-            line_cache[item] = line
-            lines.append(line)
-        code = int(status[:3])
-        if code < 200:
-            raise AppError(f"informational status {status!r} cannot end a WSGI response")
+                checked = _HEADERS_CACHE.get(key)
+            except TypeError:  # something unhashable: _check_response names it
+                key = None
+        if checked is None:
+            checked = _check_response(status, headers)
+            if key is not None:
+                if len(_HEADERS_CACHE) >= _HEADERS_CACHE_MAX:
+                    _HEADERS_CACHE.clear()
+                _HEADERS_CACHE[key] = checked
+        code, self.header_block, self.content_length, self.has_date = checked[:4]
+        self.has_server, self.app_close = checked[4:]
         self.status = status
         self.status_code = code
         self.headers = headers
-        self.header_block = "".join(lines)
-        self.has_date = has_date
-        self.has_server = has_server
-        self.app_close = app_close
-        self.content_length = content_length
         self.no_body = code in NO_BODY_STATUSES or self.request.method == "HEAD"
-        if key is not None:
-            if len(_HEADERS_CACHE) >= _HEADERS_CACHE_MAX:
-                _HEADERS_CACHE.clear()
-            _HEADERS_CACHE[key] = (
-                code,
-                self.header_block,
-                content_length,
-                has_date,
-                has_server,
-                app_close,
-            )
         return self.write
 
     # -- sending -----------------------------------------------------------------------
