@@ -35,7 +35,7 @@ PROFILE_DIR = ROOT / "bench" / "results" / "tmp" / "profile"
 _LINE = re.compile(r":\d+\)$")
 _STDLIB = re.compile(r"/lib/python3\.\d+/")
 _WAIT = re.compile(r"^(\w*Selector\.)?select \((selectors\.py|[^)]*/selectors\.py)")
-IDLE_POOL_THREAD = "_worker (concurrent/futures/thread.py)"
+IDLE_POOL_THREAD = "_serve (brick/worker.py)"  # an app thread waiting for a job
 ENTRY_SHARE = 0.97  # in the cumulative list, leave out the entry chain (main, run, ...)
 
 

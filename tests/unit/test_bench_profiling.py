@@ -161,8 +161,8 @@ def test_the_gunicorn_twins_worker_class(command: str, family: str) -> None:
         ("run_once (brick/loop.py:99)", False),
         ("<method 'sendmsg' of '_socket.socket' objects>", False),
         ("select_best (myapp.py:3)", False),
-        ("_worker (concurrent/futures/thread.py)", True),
-        ("ThreadPoolExecutor.submit (concurrent/futures/thread.py)", False),
+        ("_serve (brick/worker.py)", True),
+        ("submit (brick/worker.py)", False),
     ],
 )
 def test_waiting_in_the_poll(function: str, waiting: bool) -> None:

@@ -49,9 +49,8 @@ import socket
 import termios
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from brick.body import BodyBuffer
 from brick.errors import HTTPError
@@ -82,6 +81,13 @@ HIGH_WATER: Final = 1 << 20  # pending bytes beyond which a still-producing app 
 LOW_WATER: Final = HIGH_WATER // 2  # ... and resumes
 HARD_WATER: Final = 4 * HIGH_WATER  # an app that cannot pause (write()) waits beyond this
 
+
+class Executor(Protocol):
+    """Runs `fn(*args)` in another thread (worker.AppPool; a ThreadPoolExecutor would do)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> object: ...
+
+
 AccessLog = Callable[[Request, dict[str, Any], Outcome, float], None]
 DebugLog = Callable[[str, bytes], None]
 
@@ -99,7 +105,7 @@ class Service:
     send_timeout: float = 30.0
     spool_threshold: int = 1 << 20
     spool_dir: str | None = None
-    executor: Executor | None = None
+    executor: Executor | None = None  # the app threads (--threads > 1)
     access_log: AccessLog | None = None
     debug_http: DebugLog | None = None
     on_request_done: Callable[[], None] | None = None

@@ -81,6 +81,8 @@ class EventLoop:
         self._seq = itertools.count()
         self._ready: deque[Callable[[], None]] = deque()
         self._lock = threading.Lock()
+        self._woken = False  # a wake-up byte is on its way for what is in _ready
+        self._closed = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -129,12 +131,21 @@ class EventLoop:
         return timer
 
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
-        with self._lock:
+        """Run `callback` in the loop thread soon; callable from any thread.
+
+        Only the first callback since the loop last took its list writes to the wake-up
+        pipe: the ones after it are taken by the same turn of the loop, so a busy pool
+        handing back many requests costs one write and one wake-up, not one per request.
+        """
+        with self._lock:  # held over the write too: close() cannot slip in between
             self._ready.append(callback)
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full, so the loop is already awake
+            if self._woken or self._closed:
+                return  # a wake-up is on its way, or the loop is gone (an app thread late)
+            self._woken = True
+            try:
+                os.write(self._wake_w, b"\0")
+            except BlockingIOError:
+                pass  # the pipe is full, so the loop is already awake
 
     def handle_event(self, mask: int) -> None:  # the wake-up pipe
         try:
@@ -176,6 +187,7 @@ class EventLoop:
         if self._ready:
             with self._lock:
                 ready, self._ready = self._ready, deque()
+                self._woken = False
             for callback in ready:
                 self._call(callback)
         if self.on_tick is not None:
@@ -208,6 +220,8 @@ class EventLoop:
             self.running = False
 
     def close(self) -> None:
+        with self._lock:  # no app thread writes to the pipe once it is closed
+            self._closed = True
         self._poller.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

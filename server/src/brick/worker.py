@@ -36,9 +36,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from queue import Empty, SimpleQueue
 from types import FrameType
-from typing import IO, ParamSpec, TypeVar, cast
+from typing import IO, Any, ParamSpec, cast
 
 from brick.config import Config
 from brick.connection import Connection, Service
@@ -55,31 +55,65 @@ DRAIN_IDLE = 0.5  # when draining, an idle connection gets this long to send one
 _ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 P = ParamSpec("P")
-T = TypeVar("T")
 
 
-class AppPool(ThreadPoolExecutor):
-    """The app threads (`--threads N`, N > 1), noting when each one's current request began.
+class AppPool:
+    """The app threads (`--threads N`, N > 1): one queue of jobs and N threads taking them.
 
-    The note is a dict store and delete in the app thread, far cheaper than the hand-off
-    itself; it tells the heartbeat about stuck threads without mistaking requests merely
-    waiting in the queue for stuck ones.
+    Leaner than a ThreadPoolExecutor, whose Future, work item and idle-thread semaphore
+    cost more per request than the hand-off itself: a job here is a plain tuple, and its
+    result goes back to the loop by `EventLoop.call_soon_threadsafe`, not by a Future.
+
+    Each thread notes when its current request began (a dict store and delete, far cheaper
+    than the hand-off); that tells the heartbeat about stuck threads without mistaking
+    requests merely waiting in the queue for stuck ones.
     """
 
     def __init__(self, size: int) -> None:
-        super().__init__(size, thread_name_prefix="brick-app")
+        self.size = size
         self.running: dict[int, float] = {}  # thread ident -> when its request began
+        self._jobs: SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]] | None]
+        self._jobs = SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"brick-app_{n}", daemon=True)
+            for n in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        return super().submit(self._timed, fn, *args, **kwargs)
+    def submit(self, fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Queue `fn(*args)` for the next free thread (keyword arguments are not kept)."""
+        self._jobs.put((fn, args))
 
-    def _timed(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    def _serve(self) -> None:
+        jobs = self._jobs
+        running = self.running
         ident = threading.get_ident()
-        self.running[ident] = time.monotonic()
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            fn, args = job
+            running[ident] = time.monotonic()
+            try:
+                fn(*args)
+            except BaseException:  # the job's own errors are its business; the thread goes on
+                log.exception("unexpected error in an app thread")
+            finally:
+                del running[ident]
+
+    def shutdown(self) -> None:
+        """Drop the jobs still queued and let every thread end after its current one.
+
+        Never waits: after a graceful timeout a thread may still be stuck in the app.
+        """
         try:
-            return fn(*args, **kwargs)
-        finally:
-            del self.running[ident]
+            while True:
+                self._jobs.get_nowait()
+        except Empty:
+            pass
+        for _ in self._threads:
+            self._jobs.put(None)
 
     def oldest_start(self, now: float) -> float:
         """When the longest-running request began, or `now` when no thread is busy."""
@@ -305,8 +339,7 @@ class Worker:
             loop.run(until=self._done, max_wait=self.max_wait)
         finally:
             if self.pool is not None:
-                # Never wait here: after a graceful timeout a thread may still be stuck.
-                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool.shutdown()
             for conn in list(service.connections.values()):
                 conn.close()
             loop.close()

@@ -1,0 +1,173 @@
+"""The app thread pool (`--threads N`) and the loop's hand-back from its threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from brick.loop import EventLoop
+from brick.worker import AppPool
+
+WAIT = 5.0  # seconds: every wait below is bounded
+
+
+MakePool = Callable[[int], AppPool]
+
+
+@pytest.fixture
+def pool() -> Iterator[MakePool]:
+    made: list[AppPool] = []
+
+    def make(size: int) -> AppPool:
+        made.append(AppPool(size))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.shutdown()
+
+
+def test_jobs_run_side_by_side_on_every_thread(pool: MakePool) -> None:
+    # Four jobs that each wait for the other three finish only if four threads run them.
+    app_threads = pool(4)
+    barrier = threading.Barrier(4, timeout=WAIT)
+    names: list[str] = []
+    done = threading.Semaphore(0)
+
+    def job(tag: str) -> None:
+        barrier.wait()
+        names.append(f"{tag}:{threading.current_thread().name}")
+        done.release()
+
+    for tag in "abcd":
+        app_threads.submit(job, tag)
+    for _ in range(4):
+        assert done.acquire(timeout=WAIT)
+    assert sorted(n.split(":")[0] for n in names) == list("abcd")
+    assert len({n.split(":")[1] for n in names}) == 4
+    assert all(n.split(":")[1].startswith("brick-app_") for n in names)
+
+
+def test_a_running_job_holds_back_the_oldest_start_until_it_ends(pool: MakePool) -> None:
+    app_threads = pool(2)
+    release = threading.Event()
+    started = threading.Event()
+    finished = threading.Event()
+
+    def stuck() -> None:
+        started.set()
+        release.wait(WAIT)
+        finished.set()
+
+    now = time.monotonic()
+    assert app_threads.oldest_start(now) == now  # idle: nothing holds the clock back
+    before = time.monotonic()
+    app_threads.submit(stuck)
+    assert started.wait(WAIT)
+    later = time.monotonic() + 100.0
+    oldest = app_threads.oldest_start(later)
+    assert before <= oldest <= time.monotonic()
+    release.set()
+    assert finished.wait(WAIT)
+    deadline = time.monotonic() + WAIT
+    while app_threads.oldest_start(later) != later and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert app_threads.oldest_start(later) == later
+
+
+def test_a_failing_job_is_logged_and_its_thread_serves_on(
+    pool: MakePool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app_threads = pool(1)
+    ran = threading.Event()
+
+    def boom() -> None:
+        raise RuntimeError("job failed")
+
+    with caplog.at_level(logging.ERROR, logger="brick.error"):
+        app_threads.submit(boom)
+        app_threads.submit(ran.set)
+        assert ran.wait(WAIT)
+    assert any("job failed" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_shutdown_drops_queued_jobs_and_never_waits_for_a_stuck_one(pool: MakePool) -> None:
+    app_threads = pool(1)
+    release = threading.Event()
+    started = threading.Event()
+    queued_ran = threading.Event()
+
+    def stuck() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    app_threads.submit(stuck)
+    assert started.wait(WAIT)
+    app_threads.submit(queued_ran.set)  # waits behind the stuck job
+    t0 = time.monotonic()
+    app_threads.shutdown()
+    assert time.monotonic() - t0 < 1.0
+    release.set()
+    time.sleep(0.2)
+    assert not queued_ran.is_set()
+    app_threads._threads[0].join(WAIT)
+    assert not app_threads._threads[0].is_alive()
+
+
+def test_callbacks_from_many_threads_all_run_in_the_loop_thread() -> None:
+    loop = EventLoop()
+    seen: list[tuple[int, int, bool]] = []
+    loop_thread = threading.get_ident()
+
+    def sender(n: int) -> None:
+        for i in range(200):
+            loop.call_soon_threadsafe(
+                lambda n=n, i=i: seen.append((n, i, threading.get_ident() == loop_thread))
+            )
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + WAIT
+    try:
+        while len(seen) < 800 and time.monotonic() < deadline:
+            loop.run_once(0.1)
+    finally:
+        for t in threads:
+            t.join(WAIT)
+        loop.close()
+    assert len(seen) == 800
+    assert all(in_loop for _, _, in_loop in seen)
+    for n in range(4):  # each thread's callbacks run in the order it made them
+        assert [i for m, i, _ in seen if m == n] == list(range(200))
+
+
+def test_a_sleeping_loop_wakes_for_a_callback_made_after_a_batch_was_taken() -> None:
+    # After the loop took one batch, the next callback must wake it again at once,
+    # not at the end of its poll timeout.
+    loop = EventLoop()
+    ran: list[str] = []
+    try:
+        loop.call_soon_threadsafe(lambda: ran.append("first"))
+        loop.run_once(0.0)
+        assert ran == ["first"]
+        timer = threading.Timer(0.05, lambda: loop.call_soon_threadsafe(lambda: ran.append("x")))
+        timer.start()
+        t0 = time.monotonic()
+        loop.run_once(3.0)  # sleeps until the wake-up byte arrives, then runs it
+        timer.join(WAIT)
+        assert ran == ["first", "x"]
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        loop.close()
+
+
+def test_a_callback_after_the_loop_closed_is_dropped_quietly() -> None:
+    # An app thread may finish after its worker closed the loop (a graceful timeout).
+    loop = EventLoop()
+    loop.close()
+    loop.call_soon_threadsafe(lambda: None)  # no write to the closed pipe, no error
