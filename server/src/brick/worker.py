@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from queue import Empty, SimpleQueue
 from types import FrameType
-from typing import IO, Any, ParamSpec, cast
+from typing import IO, Any, cast
 
 from brick.config import Config
 from brick.connection import Connection, Service
@@ -54,8 +54,6 @@ SWEEP_INTERVAL = 0.1  # how often deadlines are checked; timeouts are accurate t
 DRAIN_IDLE = 0.5  # when draining, an idle connection gets this long to send one more request
 _ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
-P = ParamSpec("P")
-
 
 class AppPool:
     """The app threads (`--threads N`, N > 1): one queue of jobs and N threads taking them.
@@ -70,7 +68,6 @@ class AppPool:
     """
 
     def __init__(self, size: int) -> None:
-        self.size = size
         self.running: dict[int, float] = {}  # thread ident -> when its request began
         self._jobs: SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]] | None]
         self._jobs = SimpleQueue()
@@ -81,8 +78,8 @@ class AppPool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> None:
-        """Queue `fn(*args)` for the next free thread (keyword arguments are not kept)."""
+    def submit(self, fn: Callable[..., object], /, *args: Any) -> None:
+        """Queue `fn(*args)` for the next free thread."""
         self._jobs.put((fn, args))
 
     def _serve(self) -> None:
