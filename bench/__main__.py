@@ -180,6 +180,24 @@ def cmd_report(options: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_readme(options: argparse.Namespace) -> int:
+    """Rewrite the README's Performance section from a results JSON (default: the latest)."""
+    source = Path(options.json) if options.json else RESULTS / "latest.json"
+    readme = Path(options.readme) if options.readme else ROOT / "README.md"
+    try:
+        results = json.loads(source.read_text())
+        if results.get("meta", {}).get("stack"):
+            raise ValueError(f"{source} holds stack results; the README shows `make bench`'s")
+        chart = source.with_suffix(".png")
+        section = report.readme_section(results, chart.name if chart.exists() else None)
+        readme.write_text(report.replace_readme_section(readme.read_text(), section))
+    except (OSError, ValueError) as exc:
+        print(f"bench readme: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote the Performance section of {readme} from {source}")
+    return 0
+
+
 def cmd_stack(options: argparse.Namespace) -> int:
     from bench import stack
 
@@ -231,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("json")
     rep.add_argument("--out", help="output prefix (default: beside the JSON)")
     rep.set_defaults(func=cmd_report)
+
+    readme = sub.add_parser("readme", help="put a results JSON's tables in the README")
+    readme.add_argument("json", nargs="?", help="default: bench/results/latest.json")
+    readme.add_argument("--readme", help="the file to rewrite (default: README.md)")
+    readme.set_defaults(func=cmd_readme)
 
     options = parser.parse_args(argv)
     result: int = options.func(options)

@@ -462,13 +462,17 @@ def render(results: Results, chart: str | None = None) -> str:
 # -- the README's Performance section ------------------------------------------------------
 
 
+README_START = "<!-- README performance section: from here -->"
+README_END = "<!-- README performance section: to here -->"
+
+
 def readme_section(results: Results, chart: str | None) -> str:
     """The text of the README's Performance section, between markers, ready to paste."""
     meta = results.get("meta", {})
     m = meta.get("machine", {})
     s = meta.get("settings", {})
     lines = [
-        "<!-- README performance section: from here -->",
+        README_START,
         "## Performance",
         "",
         "The figure that matters is the server's CPU time per request: `make bench` pins the",
@@ -517,6 +521,21 @@ def readme_section(results: Results, chart: str | None) -> str:
         "",
         "Run it yourself with `make bench` (`BENCH_QUICK=1` for a one-minute smoke run);",
         "bench/README.md explains the method.",
-        "<!-- README performance section: to here -->",
+        README_END,
     ]
     return "\n".join(lines)
+
+
+def replace_readme_section(readme: str, section: str) -> str:
+    """`readme` with the text between its Performance markers replaced by `section`.
+
+    `section` is what `readme_section` returns, markers included. A README without exactly
+    one pair of markers, in order, is an error: nothing is replaced by guesswork.
+    """
+    if readme.count(README_START) != 1 or readme.count(README_END) != 1:
+        raise ValueError("the README needs exactly one pair of Performance section markers")
+    start = readme.index(README_START)
+    end = readme.index(README_END)
+    if end < start:
+        raise ValueError("the README's Performance section markers are out of order")
+    return readme[:start] + section + readme[end + len(README_END) :]

@@ -16,7 +16,7 @@ PROFILER   ?= cprofile
 # `make profile` profiles the bare WSGI app unless APP is given (apps.mk defaults APP to flask).
 PROFILE_APP := $(if $(filter command line environment,$(origin APP)),$(APP),wsgi)
 
-.PHONY: bench bench-install bench-stack bench-tools profile
+.PHONY: bench bench-install bench-readme bench-stack bench-tools profile
 
 $(BENCH_VENV)/.installed: server/pyproject.toml bench/requirements.txt $(APP_REQS)
 	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
@@ -37,6 +37,9 @@ bench-install: $(BENCH_VENV)/.installed bench-tools ## create bench/.venv: brick
 
 bench: bench-install ## brick vs gunicorn/granian/waitress on every app; CPU µs/request (BENCH_QUICK=1: ~1 min)
 	$(BENCH_PY) -m bench run $(BENCH_ARGS)
+
+bench-readme: ## put bench/results/latest.json's figures in the README's Performance section
+	$(PYTHON) -m bench readme
 
 bench-stack: bench-install ## the same comparison through nginx in the compose stack (start it with make up)
 	BRICK_PORT=$(BRICK_PORT) $(BENCH_PY) -m bench stack $(BENCH_ARGS)

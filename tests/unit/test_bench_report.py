@@ -324,3 +324,65 @@ def test_chart(tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not draw({"throughput": []}, tmp_path / "empty.png")
     assert not (tmp_path / "empty.png").exists()
+
+
+README = """# brick
+
+Intro.
+
+<!-- README performance section: from here -->
+## Performance
+
+Old table.
+<!-- README performance section: to here -->
+
+Prose written by hand stays.
+"""
+
+
+def test_readme_section_replaces_only_what_is_between_the_markers() -> None:
+    section = report.readme_section(results(), chart="latest.png")
+    updated = report.replace_readme_section(README, section)
+    assert "Old table." not in updated
+    assert updated.startswith("# brick\n\nIntro.\n\n<!-- README performance section: from here")
+    assert updated.endswith(f"{report.README_END}\n\nProse written by hand stays.\n")
+    assert row(updated, "bare WSGI", "keep-alive").endswith("| 0.08× |")
+    # Running it again changes nothing.
+    assert report.replace_readme_section(updated, section) == updated
+
+
+@pytest.mark.parametrize(
+    "readme",
+    [
+        "# brick\n\nNo markers.\n",
+        README.replace(report.README_END, ""),
+        README + f"\n{report.README_START}\n",
+        f"{report.README_END}\n{report.README_START}\n",
+    ],
+)
+def test_readme_without_one_ordered_pair_of_markers_is_refused(readme: str) -> None:
+    with pytest.raises(ValueError, match="markers"):
+        report.replace_readme_section(readme, "<!-- x -->")
+
+
+def test_bench_readme_command_rewrites_the_readme(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.__main__ import main
+
+    source = tmp_path / "latest.json"
+    source.write_text(json.dumps(results()))
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    assert main(["readme", str(source), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "Old table." not in text and "Prose written by hand stays." in text
+    assert "brick 152 req/s, 95% of the 160 req/s bound" in text
+    # No chart beside the JSON: the section links none.
+    assert "![server CPU per request]" not in text
+
+    readme.write_text("# brick\n")
+    assert main(["readme", str(source), "--readme", str(readme)]) == 1
+    assert "bench readme: the README needs exactly one pair" in capsys.readouterr().err
+    assert readme.read_text() == "# brick\n"
+    assert main(["readme", str(tmp_path / "missing.json"), "--readme", str(readme)]) == 1
