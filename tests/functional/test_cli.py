@@ -216,6 +216,8 @@ def test_traceback_only_at_debug_level(mode: str) -> None:
     [
         (["-w", "-1"], "invalid value for --workers: '-1'"),
         (["--timeout", "abc"], "invalid value for --timeout: 'abc'"),
+        (["--defer-accept", "-1"], "invalid value for --defer-accept: '-1'"),
+        (["--defer-accept", "0.5"], "invalid value for --defer-accept: '0.5'"),
         (["-b", "127.0.0.1:notaport"], "invalid value for --bind: '127.0.0.1:notaport'"),
         (["-b", "::1:8000"], "IPv6 address needs brackets"),
         (["--frobnicate"], "unrecognized arguments: --frobnicate"),

@@ -147,6 +147,54 @@ def test_connection_limit_queues_instead_of_collapsing(serve: object) -> None:
     assert srv.proc.poll() is None
 
 
+def _silent_clients_then_a_request(
+    srv: Server, silent: int
+) -> tuple[list[socket.socket], socket.socket]:
+    quiet = [socket.create_connection(srv.address, timeout=TIMEOUT) for _ in range(silent)]
+    client = socket.create_connection(srv.address, timeout=TIMEOUT)
+    client.sendall(b"GET /wsgi/hello HTTP/1.1\r\nHost: t\r\n\r\n")
+    return quiet, client
+
+
+def test_silent_connections_take_no_connection_slot(serve: object) -> None:
+    # --defer-accept (on by default): the kernel queues a connection for accept once its first
+    # bytes arrive, so clients that connect and say nothing (browser pre-connects, port
+    # probes) cannot fill --worker-connections while a real request waits.
+    srv = start(serve, "--workers", "1", "--worker-connections", "1", "--keep-alive", "1")
+    quiet, client = _silent_clients_then_a_request(srv, 3)
+    try:
+        readable, _, _ = select.select([client], [], [], 1.0)
+        assert readable, "the request waited behind connections that sent nothing"
+        assert read_response(client, time.monotonic() + TIMEOUT) == (200, b"hello\n")
+        # They are not forgotten either: once the kernel hands them over, the keep-alive
+        # timeout closes them.
+        for sock in quiet:
+            sock.settimeout(TIMEOUT)
+            assert sock.recv(100) == b""
+    finally:
+        for sock in [client, *quiet]:
+            sock.close()
+
+
+def test_defer_accept_0_accepts_silent_connections_at_once(serve: object) -> None:
+    srv = start(
+        serve, "--workers", "1", "--worker-connections", "1", "--keep-alive", "1",
+        "--defer-accept", "0",
+    )  # fmt: skip
+    quiet, client = _silent_clients_then_a_request(srv, 1)
+    try:
+        # The silent client holds the one slot until its keep-alive second is up: this waits
+        # on purpose, to see that the request is not answered meanwhile.
+        readable, _, _ = select.select([client], [], [], 0.5)
+        assert not readable, "a silent connection was not accepted with --defer-accept 0"
+        assert read_response(client, time.monotonic() + TIMEOUT) == (200, b"hello\n")
+        quiet[0].settimeout(TIMEOUT)
+        assert quiet[0].recv(100) == b""
+    finally:
+        for sock in [client, *quiet]:
+            sock.close()
+
+
 def _upload(address: tuple[str, int], size: int, chunked: bool) -> tuple[int, bytes]:
     block = bytes(range(256)) * 4096  # 1 MiB
     head = b"POST /wsgi/digest HTTP/1.1\r\nHost: t\r\n"

@@ -268,6 +268,14 @@ class Config:
         check=_bool,
         action="store_true",
     )
+    defer_accept: int = opt(
+        1,
+        "--defer-accept",
+        help="TCP: seconds the kernel holds a new connection until its first bytes arrive,"
+        " so accepting it and reading the request take one wake-up; 0 = off (Linux)",
+        check=_int(0),
+        metavar="SECONDS",
+    )
     # -- processes
     workers: int = opt(
         1,
