@@ -113,3 +113,24 @@ def test_requests_waiting_for_a_thread_do_not_count_against_the_timeout(serve: S
     assert [r.get("result", (0,))[0] for r in requests] == [200] * 6, (requests, server.log())
     assert live_children(server.proc.pid) == {worker}
     assert "timed out" not in server.log()
+
+
+def test_a_worker_whose_threads_are_all_busy_leaves_new_clients_to_the_others(
+    serve: Serve, tmp_path: Path
+) -> None:
+    # Two workers of two threads, and four long requests arriving one after another: each
+    # must start at once, in whichever worker still has a free thread. A worker that took a
+    # third client while both its threads were busy would leave it waiting 4 s in its queue
+    # while the other worker sat idle.
+    server = start(serve, "-w", "2", "--threads", "2")
+    worker_pids_answering(server, 2)
+    sleepers = []
+    for n in range(4):
+        mark = tmp_path / f"inside-{n}"
+        sleepers.append(in_background(lambda m=mark: get(server, f"/sleep?seconds=4&mark={m}")))
+        wait_until(mark.exists, 2.5, f"request {n + 1} of 4 inside the app")
+    pids = [int((tmp_path / f"inside-{n}").read_text()) for n in range(4)]
+    assert sorted(pids.count(pid) for pid in set(pids)) == [2, 2], pids
+    for sleeper in sleepers:
+        sleeper["thread"].join(15)
+        assert sleeper["result"][0] == 200

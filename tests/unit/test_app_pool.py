@@ -78,6 +78,33 @@ def test_a_running_job_holds_back_the_oldest_start_until_it_ends(pool: MakePool)
     assert app_threads.oldest_start(later) == later
 
 
+def test_the_pool_is_full_while_every_thread_has_a_job_running_or_queued(
+    pool: MakePool,
+) -> None:
+    app_threads = pool(2)
+    release = threading.Event()
+    ended = threading.Semaphore(0)
+
+    def hold() -> None:
+        release.wait(WAIT)
+        ended.release()
+
+    assert not app_threads.full()
+    app_threads.submit(hold)
+    assert not app_threads.full()  # one thread still free
+    app_threads.submit(hold)
+    assert app_threads.full()
+    app_threads.submit(hold)  # queued behind the two
+    release.set()
+    for _ in range(3):
+        assert ended.acquire(timeout=WAIT)
+    deadline = time.monotonic() + WAIT
+    while app_threads.full() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not app_threads.full()  # every job ended: room again
+    assert app_threads.submitted == app_threads.finished == 3
+
+
 def test_a_failing_job_is_logged_and_its_thread_serves_on(
     pool: MakePool,
     caplog: pytest.LogCaptureFixture,

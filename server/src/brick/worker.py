@@ -12,9 +12,13 @@ stops the loop and with it the heartbeat. With a pool the loop keeps running, so
 reports `progress_since`: the start of the oldest request still running in an app thread. A
 request stuck in one thread therefore looks, to the master, exactly like a stuck loop.
 
-Accepting with a pool: a worker takes one connection per loop turn, so a burst of new
-connections is shared among the workers. A busy pool never stops the loop from accepting,
-reading, timing out or closing connections: requests wait in the pool's queue.
+Accepting, when workers share a listening socket: a worker takes one connection per loop
+turn, so a burst of new connections is shared among the workers; and a worker whose app
+threads are all busy stops taking new ones until a thread is free, so they go to a worker
+that can start on them now (with TCP_DEFER_ACCEPT a burst of 64 clients is ready at once,
+and one worker's quick loop would otherwise take most of it). A busy pool never stops the
+loop from reading, timing out or closing the connections it has: their requests wait in the
+pool's queue. A worker alone on its socket accepts up to 64 at a time and never waits.
 
 Signals:
     TERM        graceful: stop accepting, finish in-flight requests (up to graceful_timeout)
@@ -68,7 +72,13 @@ class AppPool:
     """
 
     def __init__(self, size: int) -> None:
+        self.size = size
         self.running: dict[int, float] = {}  # thread ident -> when its request began
+        # Jobs taken and jobs ended. Only the loop thread counts `submitted`; `finished` is
+        # counted under a lock, since several threads end jobs.
+        self.submitted = 0
+        self.finished = 0
+        self._finished_lock = threading.Lock()
         self._jobs: SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]] | None]
         self._jobs = SimpleQueue()
         self._threads = [
@@ -79,8 +89,13 @@ class AppPool:
             thread.start()
 
     def submit(self, fn: Callable[..., object], /, *args: Any) -> None:
-        """Queue `fn(*args)` for the next free thread."""
+        """Queue `fn(*args)` for the next free thread. Called from the loop thread only."""
+        self.submitted += 1
         self._jobs.put((fn, args))
+
+    def full(self) -> bool:
+        """Whether every thread has a job already (running, or waiting in the queue)."""
+        return self.submitted - self.finished >= self.size
 
     def _serve(self) -> None:
         jobs = self._jobs
@@ -98,6 +113,8 @@ class AppPool:
                 log.exception("unexpected error in an app thread")
             finally:
                 del running[ident]
+                with self._finished_lock:
+                    self.finished += 1
 
     def shutdown(self) -> None:
         """Drop the jobs still queued and let every thread end after its current one.
@@ -129,6 +146,8 @@ class Listener:
         *,
         pool: AppPool | None = None,
         owned: bool = False,
+        shared: bool = False,
+        held: list[Listener] | None = None,
         defer_accept: int = 0,
     ) -> None:
         self.sock = sock
@@ -137,9 +156,12 @@ class Listener:
         self.builder = builder
         self.limit = limit
         self.owned = owned  # our own SO_REUSEPORT socket: closed when we stop accepting
-        # With app threads, one connection per loop turn: between two accepts the other
-        # workers get their chance, instead of one worker taking a whole burst.
-        self.batch = 1 if pool is not None else 64
+        # `shared`: other workers accept from this socket too. Then one connection per loop
+        # turn, so that between two accepts the others get their chance, and none while
+        # every app thread is busy (see the module's docstring).
+        self.batch = 1 if shared else 64
+        self.pool = pool if shared else None
+        self.held = held if held is not None else []  # where we wait for a free thread
         self.tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         # socket.accept() converts the listener's family and type to enums on every call
         # to build the new socket object; we build it from these plain ints instead, as the
@@ -192,6 +214,12 @@ class Listener:
         for _ in range(batch):  # bounded, so one busy listener cannot starve the loop
             if len(connections) >= self.limit:
                 self.pause()  # backpressure: new clients wait in the kernel backlog
+                return
+            if self.pool is not None and self.pool.full():
+                # Leave this client to a worker with a free thread; the worker starts us
+                # again once one of ours is free.
+                self.pause(float("inf"))
+                self.held.append(self)
                 return
             try:
                 fd, addr = self._accept()
@@ -255,6 +283,7 @@ class Worker:
         self.deadline = 0.0
         self._signals: list[int] = []
         self._next_sweep = 0.0
+        self.held: list[Listener] = []  # listeners waiting for a free app thread
         self.requests = 0
         max_requests = config.max_requests
         if max_requests and config.max_requests_jitter:
@@ -312,6 +341,7 @@ class Worker:
                 forwarded_trust_all=trust_all,
             )
             owned = any(sock is own for own in self.owned_sockets)
+            shared = config.workers > 1 and not owned
             listeners.append(
                 Listener(
                     sock,
@@ -320,6 +350,8 @@ class Worker:
                     config.worker_connections,
                     pool=pool,
                     owned=owned,
+                    shared=shared,
+                    held=self.held,
                     defer_accept=config.defer_accept,
                 )
             )
@@ -390,6 +422,11 @@ class Worker:
         """Supervision, once per loop turn; the real work at most once per SWEEP_INTERVAL."""
         if self._signals:
             self._handle_signals()
+        held = self.held
+        if held and not self.stopping and self.pool is not None and not self.pool.full():
+            for listener in held:
+                listener.start()  # a thread is free: take new clients again
+            held.clear()
         now = time.monotonic()
         if now < self._next_sweep:
             return
