@@ -497,6 +497,9 @@ def test_ttin_and_ttou_change_the_worker_count(serve: Serve) -> None:
     wait_workers(master, 3)
     server.proc.send_signal(signal.SIGTTIN)
     wait_workers(master, 4)
+    # A worker still booting is retired before any serving one, so the order below holds
+    # only once all four serve.
+    worker_pids_answering(server, 4, timeout=30)
     for sent in range(1, 5):  # one at a time: the kernel merges identical pending signals
         server.proc.send_signal(signal.SIGTTOU)
         wait_until(lambda n=sent: server.log().count("Handling signal: TTOU") == n, 10)
