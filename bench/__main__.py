@@ -212,7 +212,7 @@ def cmd_stack(options: argparse.Namespace) -> int:
     except (ServerError, stack.StackError) as exc:
         print(f"bench stack: {exc}", file=sys.stderr)
         return 1
-    for path in write_outputs(results, prefix, title="Through nginx: server CPU per request"):
+    for path in write_outputs(results, prefix, title="Server CPU per request (lower is better)"):
         print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return summarize_targets(results)
 
@@ -235,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
 
     stack_parser = sub.add_parser("stack", help="the same comparison through nginx (compose)")
     _add_run_options(stack_parser)
-    stack_parser.add_argument("--url", help="the stack's base URL (http://127.0.0.1:$BRICK_PORT)")
+    stack_parser.add_argument(
+        "--url",
+        help="the stack's base URL (default: http://127.0.0.1:$BRICK_PORT, or where nginx is"
+        " published)",
+    )
     stack_parser.add_argument("--out", help="output prefix (default bench/results/stack)")
     stack_parser.set_defaults(func=cmd_stack)
 

@@ -101,6 +101,25 @@ def top_rss_kib(top: Mapping[str, Any]) -> tuple[list[int], int | None]:
     return workers, (roots[0] if roots else None)
 
 
+def published_url(ports: Mapping[str, Any] | None, container_port: str = "8080/tcp") -> str:
+    """The base URL of a container port published on the host, from a container's
+    `ports` (Docker's NetworkSettings.Ports), e.g. nginx's 8080 as http://127.0.0.1:8080.
+
+    An address published on every interface (0.0.0.0, ::) is reached at 127.0.0.1.
+    """
+    bindings = (ports or {}).get(container_port) or []
+    for binding in bindings:
+        host, port = binding.get("HostIp") or "", binding.get("HostPort") or ""
+        if not port:
+            continue
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+    raise StackError(f"the container does not publish {container_port} on the host")
+
+
 def gunicorn_family(command: str) -> str:
     """The gunicorn twin's worker class, from its container command, as a server family."""
     words = command.replace("=", " ").split()
@@ -162,6 +181,10 @@ class Stack:
             master = m if master is None else master
         return workers, master
 
+    def url(self, service: str = "nginx") -> str:
+        """Where the host reaches `service`'s port 8080 (nginx: the stack's front door)."""
+        return published_url(self.containers(service)[0].ports)
+
     def command(self, service: str) -> str:
         config = self.containers(service)[0].attrs.get("Config", {})
         return " ".join([*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])])
@@ -219,9 +242,11 @@ def run(
     stack_factory: Callable[[], Stack] | None = None,
 ) -> dict[str, object]:
     progress = progress or Progress()
-    port = os.environ.get("BRICK_PORT", "8080")
-    base = (base_url or f"http://127.0.0.1:{port}").rstrip("/")
     stack = (stack_factory or (lambda: Stack(os.environ.get("BENCH_COMPOSE_PROJECT"))))()
+    if not base_url:
+        port = os.environ.get("BRICK_PORT")  # set but empty counts as not set
+        base_url = f"http://127.0.0.1:{port}" if port else stack.url("nginx")
+    base = base_url.rstrip("/")
     meta: dict[str, object] = {
         "started": _now(),
         "commit": git_commit(),

@@ -42,7 +42,7 @@ bench-readme: ## put bench/results/latest.json's figures in the README's Perform
 	$(PYTHON) -m bench readme
 
 bench-stack: bench-install ## the same comparison through nginx in the compose stack (start it with make up)
-	BRICK_PORT=$(BRICK_PORT) $(BENCH_PY) -m bench stack $(BENCH_ARGS)
+	$(BENCH_PY) -m bench stack $(BENCH_ARGS)
 
 profile: bench-install ## profile brick serving APP (default wsgi) under wrk; top functions (PROFILER=py-spy)
 	$(BENCH_PY) -m bench profile --app $(PROFILE_APP) --profiler $(PROFILER) $(BENCH_ARGS)

@@ -116,6 +116,21 @@ def test_choose_project() -> None:
         stack.choose_project(here, "/work/main", wanted="nope")
 
 
+def test_the_stack_url_is_where_nginx_is_published() -> None:
+    def ports(*bindings: tuple[str, str]) -> dict[str, object]:
+        return {"8080/tcp": [{"HostIp": ip, "HostPort": port} for ip, port in bindings]}
+
+    assert stack.published_url(ports(("127.0.0.1", "8080"))) == "http://127.0.0.1:8080"
+    assert stack.published_url(ports(("0.0.0.0", "9000"), ("::", "9000"))) == (
+        "http://127.0.0.1:9000"
+    )
+    assert stack.published_url(ports(("::1", "8081"))) == "http://[::1]:8081"
+    with pytest.raises(stack.StackError, match="does not publish"):
+        stack.published_url({"8080/tcp": None})
+    with pytest.raises(stack.StackError, match="does not publish"):
+        stack.published_url(None)
+
+
 def test_container_cpu() -> None:
     answer = {"cpu_stats": {"cpu_usage": {"total_usage": 123456789}}, "memory_stats": {}}
     assert stack.cpu_ns(answer) == 123456789
