@@ -292,3 +292,52 @@ def test_client_reads_the_refusal_while_still_sending(serve: Serve) -> None:
         assert r.status == 413
         assert w.read_exact(int(r.header("Content-Length") or "0")).startswith(b"413 ")
         assert w.closed_by_peer()
+
+
+def unfinished_head(size: int) -> bytes:
+    """A request head of about `size` bytes whose blank line never comes."""
+    field = b"X-Pad: " + b"p" * 7990 + b"\r\n"
+    return b"GET /hello HTTP/1.1\r\n" + H.encode() + field * (size // len(field))
+
+
+def test_unfinished_heads_past_the_worker_budget_shed_the_largest_with_503(
+    serve: Serve,
+) -> None:
+    # 48 + 80 + 120 kB of unfinished heads against a 200 kB budget: refusing the largest
+    # (120 kB) brings the rest under it, so the other two are kept and served once their
+    # heads end.
+    server = serve_conn(serve, "--limit-pending-heads", "200000")
+    sizes = (48_000, 80_000, 120_000)
+    wires = [Wire.connect(server) for _ in sizes]
+    try:
+        for wire, size in zip(wires, sizes, strict=True):
+            wire.send(unfinished_head(size))
+        largest = wires[2]
+        assert largest.read_to_eof().startswith(b"HTTP/1.1 503 ")
+        with Wire.connect(server) as other:  # a new client is served meanwhile
+            other.send(request("GET", "/hello"))
+            assert other.read_response().status == 200
+        for wire in wires[:2]:
+            wire.send(b"\r\n")
+            response = wire.read_response()
+            assert (response.status, response.body) == (200, b"hello\n")
+    finally:
+        for wire in wires:
+            wire.close()
+    assert "--limit-pending-heads (200000 bytes)" in server.log()
+
+
+def test_unfinished_heads_within_the_budget_are_all_kept(serve: Serve) -> None:
+    server = serve_conn(serve, "--limit-pending-heads", "400000")
+    wires = [Wire.connect(server) for _ in range(3)]
+    try:
+        for wire in wires:
+            wire.send(unfinished_head(120_000))
+        time.sleep(0.5)  # five sweeps of the worker: none may refuse anyone
+        for wire in wires:
+            wire.send(b"\r\n")
+            assert wire.read_response().status == 200
+    finally:
+        for wire in wires:
+            wire.close()
+    assert "limit-pending-heads" not in server.log()

@@ -432,6 +432,14 @@ class Config:
         check=_int(0),
         metavar="BYTES",
     )
+    limit_pending_heads: int = opt(
+        64 << 20,
+        "--limit-pending-heads",
+        help="bytes of unfinished request heads one worker holds across all its clients;"
+        " past it the largest get 503 (0 = no limit)",
+        check=_int(0),
+        metavar="BYTES",
+    )
     body_spool_threshold: int = opt(
         1 << 20,
         "--body-spool-threshold",

@@ -101,6 +101,12 @@ class Service:
     limits: Limits = field(default_factory=Limits)
     keepalive_timeout: float = 5.0
     header_timeout: float = 10.0
+    # Bytes of unfinished heads (and unparsed input) all READING connections may hold
+    # together; 0 = no limit. One head may reach limit_request_line + limit_request_fields
+    # * limit_request_field_size (about 800 kB by default), so 1000 clients each sending an
+    # unfinished head could otherwise hold about 800 MB. 64 MiB is about 80 such heads, and
+    # far more than thousands of ordinary clients ever hold at once.
+    head_budget: int = 64 << 20
     body_timeout: float = 30.0
     send_timeout: float = 30.0
     spool_threshold: int = 1 << 20
@@ -118,6 +124,7 @@ class Service:
         A BUSY connection (its request is in the app) is never timed out here: the worker
         timeout (the heartbeat) is what guards against a stuck app.
         """
+        pending = 0
         for conn in list(self.connections.values()):
             if now >= conn.deadline:
                 state = conn.state
@@ -127,6 +134,33 @@ class Service:
                     conn.send_timed_out()
                 elif state == LINGERING:
                     conn.close()
+            if conn.state == READING:
+                pending += conn.parser.buffered
+        if self.head_budget and pending > self.head_budget:
+            self.shed_heads(pending)
+
+    def shed_heads(self, pending: int) -> None:
+        """Over the head budget: refuse the clients holding the most unfinished input (503,
+        then close) until the rest fit. Checked at each sweep, so between two sweeps the
+        total can pass the budget by what the clients manage to send meanwhile."""
+        holders = sorted(
+            (c for c in self.connections.values() if c.state == READING and c.parser.buffered),
+            key=lambda c: c.parser.buffered,
+            reverse=True,
+        )
+        refused = 0
+        for conn in holders:
+            if pending <= self.head_budget:
+                break
+            pending -= conn.parser.buffered
+            refused += 1
+            conn.refuse(503, "server busy")
+        log.warning(
+            "unfinished request heads held more than --limit-pending-heads (%d bytes);"
+            " refused the %d client(s) holding the most with 503",
+            self.head_budget,
+            refused,
+        )
 
     def close_idle(self, now: float, grace: float) -> None:
         """While draining: close connections idle for `grace` seconds. A client that has

@@ -315,6 +315,7 @@ class Worker:
             ),
             keepalive_timeout=config.keepalive,
             header_timeout=config.header_timeout,
+            head_budget=config.limit_pending_heads,
             body_timeout=config.body_timeout,
             send_timeout=config.send_timeout,
             spool_threshold=config.body_spool_threshold,
