@@ -2,6 +2,7 @@
 
 Routes (query parameters in brackets):
     /pid                    the pid of the worker that answered
+    /multiprocess           "<pid> <wsgi.multiprocess>"
     /import-pid             the pid of the process that imported this module (the master's
                             with --preload, else the worker's own)
     /sleep [seconds, mark]  creates the file `mark` (if given) once inside the app, sleeps,
@@ -59,6 +60,8 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     query = parse_qs(environ.get("QUERY_STRING", ""))
     if path == "/pid":
         return _text(start_response, str(os.getpid()))
+    if path == "/multiprocess":
+        return _text(start_response, f"{os.getpid()} {environ['wsgi.multiprocess']}")
     if path == "/import-pid":
         return _text(start_response, str(IMPORT_PID))
     if path == "/sleep":

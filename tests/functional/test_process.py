@@ -511,6 +511,25 @@ def test_ttin_and_ttou_change_the_worker_count(serve: Serve) -> None:
     assert_no_zombies(master)
 
 
+def test_a_worker_added_by_ttin_knows_it_is_one_of_several(serve: Serve) -> None:
+    # It is told the worker count as it is when it starts, not the one the master began
+    # with: its environ says wsgi.multiprocess, and it shares the socket with the first.
+    server = start(serve, "-w", "1")
+    master = server.proc.pid
+    (first,) = wait_workers(master, 1)
+    server.proc.send_signal(signal.SIGTTIN)
+    (added,) = wait_workers(master, 2) - {first}
+    answers: dict[int, str] = {}
+
+    def both_answered() -> bool:
+        pid, multiprocess = get(server, "/multiprocess")[1].split()
+        answers[int(pid)] = multiprocess
+        return len(answers) == 2
+
+    wait_until(both_answered, 30, "both workers to answer")
+    assert answers == {first: "False", added: "True"}
+
+
 def test_usr1_reopens_the_log_files_in_master_and_workers(serve: Serve, tmp_path: Path) -> None:
     errors, access = tmp_path / "error.log", tmp_path / "access.log"
     server = start(

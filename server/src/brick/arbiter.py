@@ -51,7 +51,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
@@ -584,9 +584,12 @@ class Arbiter:
             except OSError:
                 pass
 
+        # The count as it is now, not as started: after TTIN a worker started with `-w 1`
+        # shares the socket (and is one of several processes) like any other.
+        config = replace(self.config, workers=self.num_workers)
         worker = Worker(
             app,
-            self.config,
+            config,
             sockets,
             errors=self.errors,
             parent_pid=self.pid,
