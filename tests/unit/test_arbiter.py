@@ -119,7 +119,7 @@ def test_spawn_runs_the_child_when_fork_returns_zero() -> None:
         pass
 
     class ForkedArbiter(Arbiter):
-        def _child(self, slot: int, mask: object) -> None:
+        def _child(self, slot: int, position: int, mask: object) -> None:
             self.child_slot = slot
             self.child_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
             raise ChildRan
@@ -170,6 +170,84 @@ def test_ttin_adds_a_worker_and_ttou_retires_the_oldest() -> None:
     arbiter.tick()
     assert alive(arbiter) == [1002, 1003]
     assert len(ops.forks) == 3  # a retired worker is not replaced
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make_reuse_port(*args: str) -> tuple[Arbiter, FakeOps, list[FakeSocket]]:
+    """An arbiter in --reuse-port mode whose position sockets are fakes it records."""
+    arbiter, ops = make("--reuse-port", *args)
+    arbiter.per_position = True
+    opened: list[FakeSocket] = []
+
+    def position_sockets(position: int) -> list[FakeSocket]:
+        if position not in arbiter.positions:
+            opened.append(FakeSocket())
+            arbiter.positions[position] = [opened[-1]]  # type: ignore[list-item]
+        return arbiter.positions[position]  # type: ignore[return-value]
+
+    arbiter._position_sockets = position_sockets  # type: ignore[method-assign,assignment]
+    return arbiter, ops, opened
+
+
+def positions(arbiter: Arbiter) -> dict[int, int]:
+    return {pid: w.position for pid, w in arbiter.workers.items()}
+
+
+def test_with_reuse_port_a_replacement_takes_over_its_predecessors_socket() -> None:
+    arbiter, ops, opened = make_reuse_port("-w", "2")
+    arbiter.maintain()
+    ready(arbiter, 1001, 1002)
+    assert positions(arbiter) == {1001: 0, 1002: 1} and len(opened) == 2
+    ask_recycle(arbiter, 1002)
+    arbiter.maintain()
+    assert positions(arbiter)[1003] == 1  # the recycled worker's position
+    arbiter.reload()  # a new generation takes positions 0 and 1 again
+    assert positions(arbiter)[1004] == 0 and positions(arbiter)[1005] == 1
+    ops.exited(1002, 0)
+    arbiter.reap()
+    assert len(opened) == 2 and not any(s.closed for s in opened)  # no socket ever closed
+
+
+def test_with_reuse_port_ttou_retires_the_last_position_and_closes_its_socket() -> None:
+    arbiter, ops, opened = make_reuse_port("-w", "3")
+    arbiter.maintain()
+    ready(arbiter, 1001, 1002, 1003)
+    arbiter.handle_ttou()
+    assert ops.sent(signal.SIGTERM) == [1003]  # position 2, though not the oldest
+    assert [s.closed for s in opened] == [False, False, True]
+    assert 2 not in arbiter.positions
+    arbiter.handle_ttin()  # the position comes back with a fresh socket
+    assert positions(arbiter)[1004] == 2 and len(opened) == 4 and not opened[3].closed
+
+
+def test_with_reuse_port_a_crashed_workers_position_is_filled_again() -> None:
+    arbiter, ops, _ = make_reuse_port("-w", "3")
+    arbiter.maintain()
+    ready(arbiter, 1001, 1002, 1003)
+    ops.killed(1002, signal.SIGKILL)
+    arbiter.reap()
+    arbiter.handle_ttou()  # 2 workers now, but position 1 has nobody: 1003 moves there
+    assert positions(arbiter)[1004] == 1
+    assert ops.sent(signal.SIGTERM) == []  # 1003 serves until 1004 is ready
+    ready(arbiter, 1004)
+    arbiter.maintain()
+    assert ops.sent(signal.SIGTERM) == [1003]
+    assert sorted(arbiter.positions) == [0, 1]
+
+
+def test_stopping_closes_the_position_sockets_first() -> None:
+    arbiter, ops, opened = make_reuse_port("-w", "2")
+    arbiter.maintain()
+    arbiter.stop(graceful=True)
+    assert all(s.closed for s in opened) and arbiter.positions == {}
+    assert sorted(ops.sent(signal.SIGTERM)) == [1001, 1002]
 
 
 def test_ttou_never_goes_below_one_worker() -> None:

@@ -17,7 +17,8 @@ Replacing a worker always starts the new one first. A worker is *outgoing* when 
 an older generation (HUP bumps the generation) or asked to be replaced (`--max-requests`,
 `--reload`); outgoing workers keep serving and are sent TERM (drain, then exit) only as their
 replacements report ready. So neither a reload nor a recycle leaves a moment with nobody
-accepting, which matters most with `--reuse-port`, where each worker has its own socket.
+accepting. With `--reuse-port` each worker position has its own socket, opened and kept by
+the master, and a replacement takes over its predecessor's: a swap closes no socket.
 
 Heartbeats live in an anonymous shared memory map created before the first fork, one slot per
 worker: a monotonic timestamp the worker writes every `SWEEP_INTERVAL` (0 until it is ready)
@@ -125,6 +126,7 @@ class WorkerInfo:
     slot: int
     born: float
     generation: int
+    position: int = 0  # with --reuse-port: which of the master's per-position sockets it serves
     ready: bool = False  # has sent its first heartbeat: it is accepting
     recycle: bool = False  # asked to be replaced (max requests, source change)
     retiring: bool = False  # sent TERM or QUIT; leaves the count when it exits
@@ -196,6 +198,10 @@ class Arbiter:
         self.workers: dict[int, WorkerInfo] = {}
         self.sockets: list[socket.socket] = []
         self.addresses: list[Address] = []
+        # With --reuse-port: position -> one listening socket per address (None where the
+        # address is not TCP and the shared socket serves), see _position_sockets.
+        self.positions: dict[int, list[socket.socket | None]] = {}
+        self.per_position = False  # --reuse-port with a TCP address: workers have positions
         self.heartbeats = Heartbeats()
         self.generation = 0
         self.signals: list[int] = []
@@ -218,9 +224,8 @@ class Arbiter:
         for text in config.bind:
             address = parse_address(text)
             if config.reuse_port and address.kind == "tcp":
-                # Each worker opens and listens on its own socket. The master only holds the
-                # address (bound, never listening): a listening socket here would join the
-                # SO_REUSEPORT group and get its share of connections that nobody accepts.
+                # Each worker position gets its own listening socket (_position_sockets);
+                # this one only holds the address and port (bound, never listening).
                 sock = _reserve(address)
             else:
                 sock = open_listener(address, config.backlog, reuse_port=config.reuse_port)
@@ -229,6 +234,7 @@ class Arbiter:
             if address.kind == "unix":
                 self._unix_inodes[address.path] = os.stat(address.path).st_ino
             log.info("Listening at: %s (%d)", describe(sock), self.pid)
+        self.per_position = config.reuse_port and any(a.kind == "tcp" for a in self.addresses)
 
     def run(self) -> int:
         self._setup_signals()
@@ -337,8 +343,14 @@ class Arbiter:
     # -- decisions ---------------------------------------------------------------------
 
     def is_current(self, info: WorkerInfo) -> bool:
-        """Counts toward the target: not leaving, not outgoing."""
-        return not info.retiring and not info.recycle and info.generation == self.generation
+        """Counts toward the target: not leaving, not outgoing. With --reuse-port, a worker
+        whose position TTOU took away is outgoing too."""
+        return (
+            not info.retiring
+            and not info.recycle
+            and info.generation == self.generation
+            and (not self.per_position or info.position < self.num_workers)
+        )
 
     def current_workers(self) -> list[WorkerInfo]:
         return [w for w in self.workers.values() if self.is_current(w)]
@@ -363,6 +375,10 @@ class Arbiter:
         if self.stopping:
             return
         self.poll_heartbeats()
+        for position in [p for p in self.positions if p >= self.num_workers]:
+            # TTOU took this position away: its worker (outgoing now) holds the last copy
+            # and closes it after taking what waits in its queue.
+            self._close_position(position)
         current = self.current_workers()
         while len(current) < self.num_workers:
             info = self.spawn()
@@ -469,6 +485,8 @@ class Arbiter:
         if self.stopping and graceful:
             return
         self.stopping = True
+        for position in list(self.positions):
+            self._close_position(position)  # each worker's own close is then the last one
         timeout = self.config.graceful_timeout if graceful else min(self.config.graceful_timeout, 5)
         self.stop_deadline = self.ops.now() + timeout
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
@@ -492,9 +510,53 @@ class Arbiter:
                 return slot
         raise RuntimeError("no free heartbeat slot")
 
+    def _free_position(self) -> int:
+        taken = {w.position for w in self.workers.values() if self.is_current(w)}
+        return next(p for p in range(self.num_workers + 1) if p not in taken)
+
+    def _position_sockets(self, position: int) -> list[socket.socket | None]:
+        """With --reuse-port: the listening sockets of `position`, opened on first use.
+
+        The master keeps them for as long as the position exists, and a replacement worker
+        (recycle, reload) takes over its predecessor's: the socket never closes under
+        clients. (A closing listener resets a client whose handshake completes at that
+        very instant, even with net.ipv4.tcp_migrate_req=1.) Only TTOU and the final stop
+        close one."""
+        sockets = self.positions.get(position)
+        if sockets is None:
+            sockets = []
+            try:
+                for shared, address in zip(self.sockets, self.addresses, strict=True):
+                    if address.kind != "tcp":
+                        sockets.append(None)
+                        continue
+                    host, port = shared.getsockname()[:2]
+                    where = Address("tcp", host=host, port=port)
+                    sockets.append(open_listener(where, self.config.backlog, reuse_port=True))
+            except OSError:
+                for sock in sockets:
+                    if sock is not None:
+                        sock.close()
+                raise
+            self.positions[position] = sockets
+        return sockets
+
+    def _close_position(self, position: int) -> None:
+        for sock in self.positions.pop(position, []):
+            if sock is not None:
+                sock.close()
+
     def spawn(self) -> WorkerInfo | None:
         if self.stopping:
             return None
+        position = 0
+        if self.per_position:
+            position = self._free_position()
+            try:
+                self._position_sockets(position)
+            except OSError as exc:
+                log.error("cannot open a listening socket: %s; trying again soon", exc.strerror)
+                return None
         slot = self._free_slot()
         self.heartbeats.clear(slot)
         now = self.ops.now()
@@ -504,21 +566,21 @@ class Arbiter:
         try:
             pid = self.ops.fork()
             if pid == 0:
-                self._child(slot, mask)  # never returns
+                self._child(slot, position, mask)  # never returns
         except OSError as exc:
             log.error("cannot fork a worker: %s; trying again soon", exc.strerror)
             return None
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        info = WorkerInfo(pid, slot, now, self.generation)
+        info = WorkerInfo(pid, slot, now, self.generation, position)
         self.workers[pid] = info
         log.info("Booting worker with pid: %d", pid)
         return info
 
-    def _child(self, slot: int, mask: Iterable[int]) -> None:
+    def _child(self, slot: int, position: int, mask: Iterable[int]) -> None:
         code = 1
         try:
-            code = self._run_worker(slot, mask)
+            code = self._run_worker(slot, position, mask)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -532,7 +594,7 @@ class Arbiter:
                 pass
             self.ops.exit(code)
 
-    def _run_worker(self, slot: int, mask: Iterable[int]) -> int:
+    def _run_worker(self, slot: int, position: int, mask: Iterable[int]) -> int:
         # Until the worker's loop runs, a stop request simply ends the process (quietly:
         # the master asked for it); HUP, TTIN, TTOU and USR1 are for the master only.
         # (Signals are blocked since the fork; a stop request that arrived meanwhile is
@@ -548,6 +610,21 @@ class Arbiter:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(self._wake_r)
         _set_title(f"worker [{self.config.proc_name or self.config.wsgi_app}]")
+        sockets = self.sockets
+        owned: list[socket.socket] = []
+        if self.per_position:
+            # Serve our position's sockets; other positions' and the address-holding
+            # sockets are not ours to keep open.
+            mine = self.positions[position]
+            for other, held in self.positions.items():
+                for sock in held:
+                    if sock is not None and other != position:
+                        sock.close()
+            for reserve, own in zip(self.sockets, mine, strict=True):
+                if own is not None:
+                    reserve.close()
+            sockets = [own or shared for own, shared in zip(mine, self.sockets, strict=True)]
+            owned = [own for own in mine if own is not None]
         broken: list[str] = []  # with --reload: files whose fix may let the app load
         try:
             try:
@@ -563,12 +640,6 @@ class Arbiter:
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
                 app = _failed_app
-            sockets = self.sockets
-            owned: list[socket.socket] = []
-            if self.config.reuse_port:
-                pairs = zip(self.sockets, self.addresses, strict=True)
-                sockets = [self._own_socket(sock, address) for sock, address in pairs]
-                owned = [s for s in sockets if s not in self.sockets]
         except Exception as exc:
             log.debug("worker %d cannot boot", os.getpid(), exc_info=True)
             data = _boot_reason(exc).encode("utf-8", "replace")[:4000] + b"\0"
@@ -606,17 +677,6 @@ class Arbiter:
 
             start_reloader(worker.request_recycle, extra_files=broken)
         return worker.run()
-
-    def _own_socket(self, shared: socket.socket, address: Address) -> socket.socket:
-        """With --reuse-port, a TCP worker listens on its own socket at the master's address."""
-        if address.kind != "tcp":
-            return shared
-        host, port = shared.getsockname()[:2]
-        own = open_listener(
-            Address("tcp", host=host, port=port), self.config.backlog, reuse_port=True
-        )
-        shared.close()
-        return own
 
     # -- files -------------------------------------------------------------------------
 
@@ -674,9 +734,9 @@ def _reserve(address: Address) -> socket.socket:
 
 
 def _check_migration() -> None:
-    """With SO_REUSEPORT, a connection still being set up on a worker's socket when that
-    worker leaves (recycle, reload, stop) is reset, unless the kernel moves it to a sibling
-    socket (Linux 5.14+, per network namespace). Say so once, at start-up."""
+    """With SO_REUSEPORT, connections waiting in a socket that closes (TTOU removing a
+    position; recycles and reloads close none) are reset, unless the kernel moves them to
+    a sibling socket (Linux 5.14+, per network namespace). Say so once, at start-up."""
     try:
         with open("/proc/sys/net/ipv4/tcp_migrate_req") as fh:
             if fh.read().strip() == "1":
@@ -684,8 +744,8 @@ def _check_migration() -> None:
     except OSError:
         pass
     log.warning(
-        "--reuse-port: a connection being opened to a worker's socket just as that worker "
-        "stops can be reset; set net.ipv4.tcp_migrate_req=1 (Linux 5.14+) to prevent it"
+        "--reuse-port: connections waiting in the socket of a worker that TTOU removes "
+        "can be reset; set net.ipv4.tcp_migrate_req=1 (Linux 5.14+) to prevent it"
     )
 
 

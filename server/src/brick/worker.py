@@ -155,7 +155,7 @@ class Listener:
         self.service = service
         self.builder = builder
         self.limit = limit
-        self.owned = owned  # our own SO_REUSEPORT socket: closed when we stop accepting
+        self.owned = owned  # our position's SO_REUSEPORT socket: our copy closes at our stop
         # `shared`: other workers accept from this socket too. Then one connection per loop
         # turn, so that between two accepts the others get their chance, and none while
         # every app thread is busy (see the module's docstring).
@@ -246,8 +246,10 @@ class Listener:
             Connection(service, sock, peer, self.builder)
 
     def close(self) -> None:
-        """Stop for good. Our own socket is closed, after taking what waits in its queue:
-        the kernel then sends new clients to the other workers' sockets instead."""
+        """Stop for good. Our own (--reuse-port) socket: take what waits in its queue, then
+        close our copy. The master keeps the socket for our successor; after TTOU or at
+        the final stop ours was the last copy, and the kernel sends new clients to the
+        other positions' sockets."""
         self.pause(float("inf"))
         if self.owned and not self.closed:
             self.closed = True
