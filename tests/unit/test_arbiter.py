@@ -242,6 +242,31 @@ def test_with_reuse_port_a_crashed_workers_position_is_filled_again() -> None:
     assert sorted(arbiter.positions) == [0, 1]
 
 
+def test_with_reuse_port_a_socket_that_cannot_open_stops_a_master_with_no_worker(
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    arbiter, ops, _ = make_reuse_port("-w", "2")
+    arbiter.maintain()
+    ready(arbiter, 1001, 1002)
+
+    def cannot_open(position: int) -> list[FakeSocket]:
+        raise OSError(24, "Too many open files", "127.0.0.1:8000")
+
+    arbiter._position_sockets = cannot_open  # type: ignore[method-assign,assignment]
+    arbiter.handle_ttin()  # others serve: an error, and another try on the next tick
+    assert not arbiter.stopping and len(ops.forks) == 2
+    assert "cannot open a listening socket at 127.0.0.1:8000: Too many open files" in logs.text
+    for pid in (1001, 1002):
+        ops.killed(pid, signal.SIGKILL)
+    arbiter.reap()
+    arbiter.maintain()  # nobody left to serve: the master gives up with that reason
+    assert arbiter.stopping and arbiter.exit_code == 1
+    assert (
+        arbiter.failure == "cannot open a listening socket at 127.0.0.1:8000: Too many open files"
+    )
+    assert len(ops.forks) == 2
+
+
 def test_stopping_closes_the_position_sockets_first() -> None:
     arbiter, ops, opened = make_reuse_port("-w", "2")
     arbiter.maintain()

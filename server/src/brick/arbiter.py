@@ -555,7 +555,11 @@ class Arbiter:
             try:
                 self._position_sockets(position)
             except OSError as exc:
-                log.error("cannot open a listening socket: %s; trying again soon", exc.strerror)
+                reason = f"cannot open a listening socket at {exc.filename}: {exc.strerror}"
+                if not self.workers:
+                    self._give_up(reason)  # nobody serves at all: say so and stop
+                else:
+                    log.error("%s; trying again soon", reason)
                 return None
         slot = self._free_slot()
         self.heartbeats.clear(slot)
