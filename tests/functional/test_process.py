@@ -511,23 +511,28 @@ def test_ttin_and_ttou_change_the_worker_count(serve: Serve) -> None:
     assert_no_zombies(master)
 
 
-def test_a_worker_added_by_ttin_knows_it_is_one_of_several(serve: Serve) -> None:
-    # It is told the worker count as it is when it starts, not the one the master began
-    # with: its environ says wsgi.multiprocess, and it shares the socket with the first.
+def test_after_ttin_from_one_worker_both_know_they_are_several(serve: Serve) -> None:
+    # The added worker is told the count as it is when it starts, and the first one reads
+    # the new count from the master within a sweep: both environs say wsgi.multiprocess
+    # (and both share the socket). After TTOU the one left says it is alone again.
     server = start(serve, "-w", "1")
     master = server.proc.pid
     (first,) = wait_workers(master, 1)
+    assert get(server, "/multiprocess")[1] == f"{first} False"
     server.proc.send_signal(signal.SIGTTIN)
     (added,) = wait_workers(master, 2) - {first}
     answers: dict[int, str] = {}
 
-    def both_answered() -> bool:
+    def both_say_true() -> bool:
         pid, multiprocess = get(server, "/multiprocess")[1].split()
         answers[int(pid)] = multiprocess
-        return len(answers) == 2
+        return answers == {first: "True", added: "True"}
 
-    wait_until(both_answered, 30, "both workers to answer")
-    assert answers == {first: "False", added: "True"}
+    wait_until(both_say_true, 30, f"both workers to say multiprocess (so far {answers})")
+    server.proc.send_signal(signal.SIGTTOU)
+    wait_until(lambda: len(live_children(master)) == 1, 20, "one worker to leave")
+    (left,) = live_children(master)
+    wait_until(lambda: get(server, "/multiprocess")[1] == f"{left} False", 10, "the one left alone")
 
 
 def test_usr1_reopens_the_log_files_in_master_and_workers(serve: Serve, tmp_path: Path) -> None:

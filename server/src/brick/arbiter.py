@@ -75,6 +75,7 @@ RECYCLE = 1  # the slot's request word: "start my replacement, then retire me"
 _SLOT = struct.Struct("di4x")
 _HEARTBEAT = struct.Struct("d")
 _REQUEST = struct.Struct("i")
+_COUNT = struct.Struct("q")  # the worker_count map: the target number of workers
 
 SIGNAL_NAMES: dict[int, str] = {
     signal.SIGHUP: "hup",
@@ -203,6 +204,10 @@ class Arbiter:
         self.positions: dict[int, list[socket.socket | None]] = {}
         self.per_position = False  # --reuse-port with a TCP address: workers have positions
         self.heartbeats = Heartbeats()
+        # The target worker count, for the workers to read: after TTIN from -w 1 the first
+        # worker learns it is no longer alone (wsgi.multiprocess, sharing the socket).
+        self.worker_count = mmap.mmap(-1, _COUNT.size)
+        _COUNT.pack_into(self.worker_count, 0, self.num_workers)
         self.generation = 0
         self.signals: list[int] = []
         self.stopping = False
@@ -325,12 +330,14 @@ class Arbiter:
     def handle_ttin(self) -> None:
         if self.num_workers < self.heartbeats.slots // 2:
             self.num_workers += 1
+            _COUNT.pack_into(self.worker_count, 0, self.num_workers)
         log.info("Handling signal: TTIN; workers now %d", self.num_workers)
         self.maintain()
 
     def handle_ttou(self) -> None:
         if self.num_workers > 1:
             self.num_workers -= 1
+            _COUNT.pack_into(self.worker_count, 0, self.num_workers)
         log.info("Handling signal: TTOU; workers now %d", self.num_workers)
         self.maintain()
 
@@ -651,6 +658,11 @@ class Arbiter:
             return WORKER_BOOT_ERROR
 
         heartbeats, wake_w, monotonic = self.heartbeats, self._wake_w, time.monotonic
+        count_map = self.worker_count
+
+        def peers() -> int:
+            count: int = _COUNT.unpack_from(count_map, 0)[0]
+            return count
 
         def recycle() -> None:
             heartbeats.ask(slot, RECYCLE)
@@ -670,6 +682,7 @@ class Arbiter:
             parent_pid=self.pid,
             owned_sockets=owned,
             recycle=recycle,
+            peers=peers,
         )
 
         def heartbeat() -> None:

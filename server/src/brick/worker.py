@@ -159,8 +159,10 @@ class Listener:
         # `shared`: other workers accept from this socket too. Then one connection per loop
         # turn, so that between two accepts the others get their chance, and none while
         # every app thread is busy (see the module's docstring).
-        self.batch = 1 if shared else 64
-        self.pool = pool if shared else None
+        self._pool = pool
+        self.batch = 1
+        self.pool: AppPool | None = None
+        self.set_shared(shared)
         self.held = held if held is not None else []  # where we wait for a free thread
         self.tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         # socket.accept() converts the listener's family and type to enums on every call
@@ -193,6 +195,10 @@ class Listener:
         self.paused_until = 0.0
         self.active = False
         self.closed = False
+
+    def set_shared(self, shared: bool) -> None:
+        self.batch = 1 if shared else 64
+        self.pool = self._pool if shared else None
 
     def start(self) -> None:
         if not self.active and not self.closed:
@@ -269,6 +275,7 @@ class Worker:
         parent_pid: int | None = None,
         owned_sockets: list[socket.socket] | None = None,
         recycle: Callable[[], None] | None = None,
+        peers: Callable[[], int] | None = None,
     ) -> None:
         self.app = app
         self.config = config
@@ -276,6 +283,8 @@ class Worker:
         self.owned_sockets = owned_sockets or []
         self.heartbeat = heartbeat
         self.recycle = recycle  # asks the master for a replacement; None: just stop
+        self.peers = peers  # the master's current worker count (TTIN, TTOU change it)
+        self._peers_seen = config.workers
         self.errors = errors
         self.parent_pid = parent_pid
         self.stopping = False
@@ -360,6 +369,15 @@ class Worker:
             )
         return loop, service, listeners
 
+    def _peers_changed(self, count: int) -> None:
+        """TTIN or TTOU changed the worker count: share the sockets (or stop sharing) and
+        say wsgi.multiprocess accordingly, as a worker started now would."""
+        self._peers_seen = count
+        for listener in self.listeners:
+            listener.builder.set_multiprocess(count > 1)
+            if not listener.owned:
+                listener.set_shared(count > 1)
+
     def _install_signals(self, loop: EventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
             signal.signal(sig, self._record_signal)
@@ -436,6 +454,10 @@ class Worker:
         self._next_sweep = now + SWEEP_INTERVAL
         if self.heartbeat is not None:
             self.heartbeat()
+        if self.peers is not None:
+            count = self.peers()
+            if count != self._peers_seen:
+                self._peers_changed(count)
         self.service.sweep(now)
         if self.stopping:
             self.service.close_idle(now, DRAIN_IDLE)

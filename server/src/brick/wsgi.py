@@ -215,6 +215,13 @@ class EnvironBuilder:
         self._cache: dict[int, tuple[Request, dict[str, Any]]] = {}
         self._trusted_cache: dict[int, tuple[Request, dict[str, Any]]] = {}
 
+    def set_multiprocess(self, multiprocess: bool) -> None:
+        """The worker count changed (TTIN, TTOU): environs from now on say so."""
+        if self.base["wsgi.multiprocess"] != multiprocess:
+            self.base["wsgi.multiprocess"] = multiprocess
+            self._cache.clear()  # the kept templates were copied from the old base
+            self._trusted_cache.clear()
+
     def is_trusted(self, peer_ip: str) -> bool:
         """May this peer set X-Forwarded-*? Unix-socket peers (no address) are trusted."""
         return self.trust_all or not peer_ip or self._is_trusted_proxy(peer_ip)
