@@ -192,19 +192,19 @@ SCENARIO = """
 import json, sys
 sys.path[:0] = {paths!r}
 from test_process_options import in_private_network, swap_under_load
-in_private_network(migrate=False)
+in_private_network()
 print(json.dumps(swap_under_load()))
 """
 
 
-def in_private_network(migrate: bool) -> None:
-    """(In a fresh network namespace) bring up loopback and set tcp_migrate_req."""
+def in_private_network() -> None:
+    """(In a fresh network namespace) bring up loopback, with tcp_migrate_req off."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     request = struct.pack("16sH", b"lo", 0)
     flags = struct.unpack("16sH", fcntl.ioctl(sock, 0x8913, request))[1]  # SIOCGIFFLAGS
     fcntl.ioctl(sock, 0x8914, struct.pack("16sH", b"lo", flags | 1))  # SIOCSIFFLAGS: IFF_UP
     sock.close()
-    Path("/proc/sys/net/ipv4/tcp_migrate_req").write_text("1\n" if migrate else "0\n")
+    Path("/proc/sys/net/ipv4/tcp_migrate_req").write_text("0\n")
 
 
 def test_reuse_port_swaps_lose_no_request_even_without_kernel_migration() -> None:

@@ -204,10 +204,9 @@ class Arbiter:
         self.positions: dict[int, list[socket.socket | None]] = {}
         self.per_position = False  # --reuse-port with a TCP address: workers have positions
         self.heartbeats = Heartbeats()
-        # The target worker count, for the workers to read: after TTIN from -w 1 the first
-        # worker learns it is no longer alone (wsgi.multiprocess, sharing the socket).
+        # The target worker count, for the workers to read (maintain writes it): after TTIN
+        # from -w 1 the first worker learns it is no longer alone.
         self.worker_count = mmap.mmap(-1, _COUNT.size)
-        _COUNT.pack_into(self.worker_count, 0, self.num_workers)
         self.generation = 0
         self.signals: list[int] = []
         self.stopping = False
@@ -330,14 +329,12 @@ class Arbiter:
     def handle_ttin(self) -> None:
         if self.num_workers < self.heartbeats.slots // 2:
             self.num_workers += 1
-            _COUNT.pack_into(self.worker_count, 0, self.num_workers)
         log.info("Handling signal: TTIN; workers now %d", self.num_workers)
         self.maintain()
 
     def handle_ttou(self) -> None:
         if self.num_workers > 1:
             self.num_workers -= 1
-            _COUNT.pack_into(self.worker_count, 0, self.num_workers)
         log.info("Handling signal: TTOU; workers now %d", self.num_workers)
         self.maintain()
 
@@ -381,6 +378,7 @@ class Arbiter:
         """
         if self.stopping:
             return
+        _COUNT.pack_into(self.worker_count, 0, self.num_workers)
         self.poll_heartbeats()
         for position in [p for p in self.positions if p >= self.num_workers]:
             # TTOU took this position away: its worker (outgoing now) holds the last copy
@@ -627,10 +625,8 @@ class Arbiter:
             # Serve our position's sockets; other positions' and the address-holding
             # sockets are not ours to keep open.
             mine = self.positions[position]
-            for other, held in self.positions.items():
-                for sock in held:
-                    if sock is not None and other != position:
-                        sock.close()
+            for other in [p for p in self.positions if p != position]:
+                self._close_position(other)
             for reserve, own in zip(self.sockets, mine, strict=True):
                 if own is not None:
                     reserve.close()
