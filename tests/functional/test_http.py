@@ -101,6 +101,41 @@ def test_close_with_unread_input_does_not_lose_the_response(server: Server) -> N
         assert w.closed_by_peer()
 
 
+def segments_received(sock: socket.socket) -> int:
+    """tcpi_segs_in of Linux's struct tcp_info: every segment this socket has received."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int.from_bytes(info[140:144], "little")
+
+
+def packets_for(server: Server, data: bytes, *, closes: bool) -> int:
+    """Segments a fresh connection receives up to the end of the response to `data`."""
+    with Wire.connect(server) as w:
+        w.send(data)
+        r = w.read_response()
+        assert r.complete
+        if closes:
+            assert w.closed_by_peer()
+        return segments_received(w.sock)
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_the_fin_arrives_with_the_end_of_a_closing_response(serve: Serve, threads: str) -> None:
+    # The server's FIN rides on the response's last segment instead of following it: the
+    # client receives as many packets as for the same response on a keep-alive connection
+    # (handshake, ack of the request, response), one fewer to send, receive and wake up for.
+    server = serve_conn(serve, "--threads", threads)
+    close = [("Connection", "close")]
+    baseline = packets_for(server, HELLO, closes=False)
+    assert packets_for(server, request("GET", "/hello", close), closes=True) == baseline
+    assert packets_for(server, request("GET", "/boom", close), closes=True) == baseline  # 500
+    bad = b"GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"  # 400: refused, lingers
+    assert packets_for(server, bad, closes=True) == baseline
+    streamed = request("GET", "/stream?n=3&size=5", close)  # chunked: the FIN rides on 0\r\n
+    assert packets_for(server, streamed, closes=True) <= packets_for(
+        server, request("GET", "/stream?n=3&size=5"), closes=False
+    )
+
+
 # -- pipelining -----------------------------------------------------------------------------
 
 

@@ -56,14 +56,17 @@ class MemoryOutput:
         self.disconnect_on = disconnect_on
 
     def _call(self, kind: str, data: bytes) -> None:
+        # Only the close follows a write marked last: the server holds those bytes back
+        # until then, so anything written after them would go out behind the FIN.
+        assert "write_last" not in self.kinds, f"{kind} after the last write"
         self.calls.append((kind, len(data)))
         if self.disconnect_on is not None and len(self.calls) >= self.disconnect_on:
             raise ClientDisconnected("connection reset by peer")
         self.data += data
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, last: bool = False) -> None:
         assert type(data) is bytes
-        self._call("write", data)
+        self._call("write_last" if last else "write", data)
 
     def writev(self, parts: list[bytes]) -> None:
         assert all(type(p) is bytes for p in parts)
@@ -654,6 +657,60 @@ def test_app_connection_close_is_honoured_once() -> None:
     ex = exchange(text_app(b"x", headers=[*TEXT, ("Connection", "close")]))
     assert ex.response.all("Connection") == ["close"]
     assert not ex.outcome.keep_alive
+
+
+CLOSE_GET = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+LENGTH_5 = [*TEXT, ("Content-Length", "5")]
+
+
+@pytest.mark.parametrize(
+    ("app", "raw", "kinds"),
+    [
+        (text_app(b"hello"), CLOSE_GET, ["write_last"]),
+        (text_app(b"hel", b"lo"), b"GET / HTTP/1.0\r\n\r\n", ["write_last"]),
+        (text_app(b"hello", headers=[*TEXT, ("Connection", "close")]), GET, ["write_last"]),
+        (text_app(b"x" * 20000), CLOSE_GET, ["writev"]),  # too big to join: no hold-back
+        (generator_app(b"hello", headers=LENGTH_5), CLOSE_GET, ["write_last"]),
+        (generator_app(b"hel", b"lo", headers=LENGTH_5), CLOSE_GET, ["writev", "write_last"]),
+        (generator_app(b"hel", b"lo", headers=LENGTH_5), GET, ["writev", "write"]),
+        (generator_app(b"hel", b"lo"), CLOSE_GET, ["writev", "writev", "write_last"]),
+        (generator_app(b"hel", b"lo"), b"GET / HTTP/1.0\r\n\r\n", ["writev", "write"]),
+        (generator_app(), CLOSE_GET, ["write_last"]),
+        (text_app(b"hello"), GET, ["write"]),
+        (generator_app(b"hello"), GET, ["writev", "write"]),
+    ],
+    ids=[
+        "list",
+        "list-http10",
+        "app-says-close",
+        "big-list",
+        "whole-body-iterated",
+        "body-reaching-its-length",
+        "keep-alive-body-reaching-its-length",
+        "chunked",
+        "close-delimited",
+        "empty",
+        "keep-alive-list",
+        "keep-alive-chunked",
+    ],
+)
+def test_the_end_of_a_response_before_a_close_is_marked_last(
+    app: App, raw: bytes, kinds: list[str]
+) -> None:
+    # The connection sends the final bytes with MSG_MORE so the FIN leaves with them. Only
+    # a write known to complete a response on a closing connection may be marked: a
+    # close-delimited body cannot know it has ended, and keep-alive has no FIN to wait for.
+    ex = exchange(app, raw, validate=False)
+    assert ex.out.kinds == kinds
+    assert ex.response.complete or ex.response.framing == "close"
+
+
+def test_a_500_before_the_close_is_marked_last(errlog: Any) -> None:
+    def broken(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        raise RuntimeError("boom")
+
+    ex = exchange(broken, validate=False)
+    assert ex.response.status == 500 and ex.out.kinds == ["write_last"]
 
 
 def test_single_element_list_is_one_write_with_content_length() -> None:

@@ -80,6 +80,7 @@ READ_AHEAD: Final = 64 * 1024  # what we take in while a pool thread runs the ap
 HIGH_WATER: Final = 1 << 20  # pending bytes beyond which a still-producing app pauses
 LOW_WATER: Final = HIGH_WATER // 2  # ... and resumes
 HARD_WATER: Final = 4 * HIGH_WATER  # an app that cannot pause (write()) waits beyond this
+_MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)  # Linux: hold a partial segment
 
 
 class Executor(Protocol):
@@ -392,7 +393,7 @@ class Connection:
         self.parser = RequestParser(self.service.limits)  # drop whatever was buffered
         self._lingering = True
         try:
-            self.write(error_response(status, head_only=head_only))
+            self.write(error_response(status, head_only=head_only), last=True)
         except ClientDisconnected:
             self.close()
             return
@@ -526,14 +527,21 @@ class Connection:
 
     # -- the Output interface used by wsgi.run_app ---------------------------------------
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, last: bool = False) -> None:
+        """Send what the kernel takes now; what it does not, the loop sends later.
+
+        `last`: only our FIN follows these bytes. MSG_MORE has the kernel hold the final
+        partial segment, and the close that comes next sets the FIN on it, so the client
+        gets the end of the response and the end of the connection in one packet: one
+        packet fewer to send and to receive, and one wake-up of the client fewer.
+        """
         if self.service.debug_http is not None:
             self._debug_response(data)
         if self.outbuf or self.file_fd >= 0:
             self._queue(data)
             return
         try:
-            sent = self.sock.send(data)
+            sent = self.sock.send(data, _MSG_MORE if last else 0)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:

@@ -77,12 +77,13 @@ class ClientDisconnected(ConnectionError):
 class Output(Protocol):
     """Where a response goes. The connection implements it over a socket.
 
-    `paused` is only read by `run_app(..., suspendable=True)`.
+    `paused` is only read by `run_app(..., suspendable=True)`. `last` marks the final bytes
+    of a response after which the connection closes: nothing but the close follows them.
     """
 
     paused: bool
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes, last: bool = False) -> None: ...
 
     def writev(self, parts: list[bytes]) -> None: ...
 
@@ -599,16 +600,20 @@ class _Cycle:
                 self.out.write(head)
             elif self.chunked:
                 self.out.writev([head, *chunk(data)])
-            else:
+            elif self.keep_alive or self.sent != self.content_length or len(data) > _JOIN_LIMIT:
                 self.out.writev([head, data])
+            else:
+                self.out.write(head + data, last=True)  # the whole body in one piece
             return
         data = self._fit(data)
         if not data:
             return
         if self.chunked:
             self.out.writev(chunk(data))
-        else:
+        elif self.keep_alive or self.sent != self.content_length:
             self.out.write(data)
+        else:
+            self.out.write(data, last=True)
 
     def _fit(self, data: bytes) -> bytes:
         """Count the body; never send past the Content-Length, nor any body for HEAD/304."""
@@ -651,9 +656,10 @@ class _Cycle:
         if not self.head_sent:
             if self.content_length and not self.no_body:
                 self._short(0)
-            self.out.write(self._head(0))
+            head = self._head(0)
+            self.out.write(head, last=not self.keep_alive)
         elif self.chunked:
-            self.out.write(CHUNK_END)
+            self.out.write(CHUNK_END, last=not self.keep_alive)
         elif (
             self.content_length is not None and not self.no_body and self.sent < self.content_length
         ):
@@ -683,11 +689,14 @@ class _Cycle:
             size = len(body)
         self.sent = size
         if self.no_body or not body:
-            self.out.write(head)
-        elif size <= _JOIN_LIMIT:
+            body = b""
+        elif size > _JOIN_LIMIT:
+            self.out.writev([head, body])
+            return
+        if self.keep_alive:
             self.out.write(head + body)  # one plain send: cheaper than building an iovec
         else:
-            self.out.writev([head, body])
+            self.out.write(head + body, last=True)
 
     def send_file(self, wrapper: FileWrapper) -> bool:
         """Send a `wsgi.file_wrapper` with sendfile. False if the file does not allow it."""
@@ -872,7 +881,7 @@ def _app_failed(cycle: _Cycle, environ: dict[str, Any], exc: BaseException) -> N
     response = error_response(500, head_only=head_only)
     cycle.no_body = head_only
     cycle.sent = 0 if head_only else len(response) - response.index(b"\r\n\r\n") - 4
-    cycle.out.write(response)
+    cycle.out.write(response, last=True)
 
 
 def _close_iterable(result: object, environ: dict[str, Any]) -> None:
