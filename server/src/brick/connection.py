@@ -32,6 +32,10 @@ a `Suspended` response) and resumed by the loop below `LOW_WATER`; only a writer
 pause (the write() callable, an app thread) waits for the client. Memory per connection stays
 bounded either way.
 
+The last bytes of a response after which the connection closes are sent with MSG_MORE: the
+kernel holds them until the close, which sets its FIN on the same segment, so the client is
+woken once for the end of the response and of the connection.
+
 Deadlines are not timers: each connection keeps one `deadline`, and the worker calls
 `Service.sweep` a few times a second. A pool thread hands a finished request back to the loop
 thread with `call_soon_threadsafe`; all state changes happen in the loop thread.
