@@ -60,7 +60,9 @@ def test_http10_without_keep_alive_closes(server: Server) -> None:
         assert w.closed_by_peer()
 
 
-def test_connection_close_from_client(server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_connection_close_from_client(serve: Serve, threads: str, tmp_path: Path) -> None:
+    server = serve_conn(serve, "--threads", threads)
     marker = tmp_path / "after-close"
     with Wire.connect(server) as w:
         w.send(request("GET", "/hello", [("Connection", "close")]))

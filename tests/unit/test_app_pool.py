@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -191,6 +192,55 @@ def test_a_sleeping_loop_wakes_for_a_callback_made_after_a_batch_was_taken() -> 
         assert time.monotonic() - t0 < 2.0
     finally:
         loop.close()
+
+
+def test_a_callback_made_while_the_loop_is_at_work_costs_no_wake_up() -> None:
+    # The loop takes it at the end of its turn, or before its next poll: nothing is
+    # written to the wake-up pipe, and the next turn does not wait for its timeout.
+    loop = EventLoop()
+    ran: list[str] = []
+    try:
+        loop.call_soon_threadsafe(lambda: ran.append("made outside the poll"))
+        with pytest.raises(BlockingIOError):
+            os.read(loop._wake_r, 1)
+        t0 = time.monotonic()
+        loop.run_once(3.0)
+        assert ran == ["made outside the poll"]
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        loop.close()
+
+
+def test_no_hand_back_is_lost_between_the_loop_turn_and_its_poll() -> None:
+    # A thread hands back at every moment of the loop's turn; each callback must run
+    # promptly, never waiting for the loop's (long) poll timeout.
+    loop = EventLoop()
+    done = threading.Event()
+    stop = threading.Event()
+    slow: list[float] = []
+
+    def sender() -> None:
+        for i in range(300):
+            done.clear()
+            t0 = time.monotonic()
+            loop.call_soon_threadsafe(done.set)
+            if not done.wait(2.0):
+                slow.append(time.monotonic() - t0)
+                done.wait(WAIT)
+            time.sleep((i % 7) * 0.0001)
+        stop.set()
+        loop.call_soon_threadsafe(lambda: None)  # out of its last poll
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    deadline = time.monotonic() + 60
+    try:
+        while not stop.is_set() and time.monotonic() < deadline:
+            loop.run_once(5.0)
+    finally:
+        thread.join(WAIT)
+        loop.close()
+    assert stop.is_set() and slow == []
 
 
 def test_a_callback_after_the_loop_closed_is_dropped_quietly() -> None:

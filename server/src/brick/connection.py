@@ -245,7 +245,12 @@ class Connection:
         # The request often arrives with the connection: serve it before asking the loop to
         # watch the socket (a Connection: close client then never costs an epoll call).
         self._on_readable()
-        if self.state in (READING, BUSY) and not self._registered:
+        if self._registered:
+            return
+        state = self.state
+        if state == READING or (state == BUSY and self.keep_alive):
+            # A pool thread has a Connection: close request: there is no next request to
+            # read ahead, so the socket is left alone until the loop closes it.
             self._register(EVENT_READ)
 
     # -- events from the loop ----------------------------------------------------------
@@ -418,6 +423,7 @@ class Connection:
             length = 0
         environ = self.builder.build(request, wsgi_input, length, self.peer, self.trusted)
         keep_alive = request.keep_alive and not service.draining
+        self.keep_alive = keep_alive
         self.state = BUSY
         if service.executor is not None:
             service.executor.submit(self._run_in_thread, environ, request, keep_alive)

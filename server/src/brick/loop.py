@@ -82,6 +82,7 @@ class EventLoop:
         self._ready: deque[Callable[[], None]] = deque()
         self._lock = threading.Lock()
         self._woken = False  # a wake-up byte is on its way for what is in _ready
+        self._polling = False  # the loop thread is in (or about to enter) its poll
         self._closed = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -133,14 +134,18 @@ class EventLoop:
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
         """Run `callback` in the loop thread soon; callable from any thread.
 
-        Only the first callback since the loop last took its list writes to the wake-up
-        pipe: the ones after it are taken by the same turn of the loop, so a busy pool
-        handing back many requests costs one write and one wake-up, not one per request.
+        Only a loop asleep in its poll needs waking, and only once: a loop at work takes
+        the callback at the end of its turn, and the callbacks after the first wake-up are
+        taken by the same turn. A busy pool handing back many requests thus costs at most
+        one write and one wake-up per turn of the loop, not one per request.
+
+        The loop sets `_polling` and looks at `_ready` under the same lock, so a callback
+        is either seen before the poll (which then does not wait) or wakes it.
         """
         with self._lock:  # held over the write too: close() cannot slip in between
             self._ready.append(callback)
-            if self._woken or self._closed:
-                return  # a wake-up is on its way, or the loop is gone (an app thread late)
+            if self._woken or self._closed or not self._polling:
+                return  # a wake-up is on its way, the loop is awake, or it is gone
             self._woken = True
             try:
                 os.write(self._wake_w, b"\0")
@@ -159,14 +164,17 @@ class EventLoop:
     def run_once(self, max_wait: float = 1.0) -> None:
         timers = self._timers
         timeout = max_wait
-        if self._ready:
-            timeout = 0.0
-        elif timers:
+        if timers:
             timeout = min(max_wait, max(0.0, timers[0][0] - time.monotonic()))
+        with self._lock:  # see call_soon_threadsafe
+            if self._ready:
+                timeout = 0.0
+            self._polling = True
         try:
             events = self._poller.poll(timeout)
         except InterruptedError:
             events = []
+        self._polling = False
         handlers = self._handlers
         for fd, mask in events:
             handler = handlers.get(fd)
