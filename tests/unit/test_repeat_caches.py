@@ -62,6 +62,21 @@ def test_a_repeated_bodyless_head_is_the_same_request_without_parsing() -> None:
     assert isinstance(parser.next_event(), Request) and parser.next_event() is END
 
 
+def test_a_repeated_head_behind_other_bytes_is_the_kept_request_too() -> None:
+    # Pipelined, or read ahead while an app thread ran the request before it: the head is
+    # found in the buffer, and the kept Request is used instead of parsing it again.
+    request = kept(HEAD)
+    parser = RequestParser()
+    post = b"POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+    parser.feed(b"\r\n" + HEAD + post + HEAD)
+    assert parser.next_event() is request and parser.next_event() is END
+    posted = parser.next_event()
+    assert isinstance(posted, Request) and posted.method == "POST" and not posted.cached
+    assert parser.next_event() == b"abc" and parser.next_event() is END
+    assert parser.next_event() is request and parser.next_event() is END
+    assert parser.next_event() is NEED_DATA and parser.buffered == 0
+
+
 @pytest.mark.parametrize(
     "data",
     [

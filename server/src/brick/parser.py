@@ -278,9 +278,17 @@ class RequestParser:
         if end < 0:
             self._check_partial()
             return NEED_DATA
-        head = bytes(buf[:end])
+        whole = bytes(buf[: end + 4])
         del buf[: end + 4]
         self._scan = self._lines = self._blank = 0
+        cache = self._cache
+        request = cache.get(whole)
+        if request is not None:
+            # A head seen before, read ahead or pipelined behind another request (the
+            # usual keep-alive one goes through `cached_head`): only body-less heads are kept.
+            self._state = _END_PENDING
+            return request
+        head = whole[:-4]
         try:
             request = self._parse_whole_head(head)
         except HTTPError:
@@ -288,11 +296,10 @@ class RequestParser:
             # piece by piece would have (module docstring).
             self._check_lines(head.split(b"\r\n"), 0)
             raise
-        cache = self._cache
         if self._state == _END_PENDING and end < _HEAD_CACHE_KEY_MAX:
             if len(cache) >= _HEAD_CACHE_MAX:
                 cache.clear()
-            if cache.setdefault(head + b"\r\n\r\n", request) is request:
+            if cache.setdefault(whole, request) is request:
                 request.cached = True
         return request
 
