@@ -278,17 +278,20 @@ class RequestParser:
         if end < 0:
             self._check_partial()
             return NEED_DATA
-        whole = bytes(buf[: end + 4])
+        keep = end < _HEAD_CACHE_KEY_MAX  # only heads this small are ever kept
+        # The head's bytes; for a head that may be kept, with its blank line (the cache key).
+        raw = bytes(buf[: end + 4] if keep else buf[:end])
         del buf[: end + 4]
         self._scan = self._lines = self._blank = 0
         cache = self._cache
-        request = cache.get(whole)
-        if request is not None:
-            # A head seen before, read ahead or pipelined behind another request (the
-            # usual keep-alive one goes through `cached_head`): only body-less heads are kept.
-            self._state = _END_PENDING
-            return request
-        head = whole[:-4]
+        if keep:
+            request = cache.get(raw)
+            if request is not None:
+                # Seen before, read ahead or pipelined behind another request (the usual
+                # keep-alive one goes through `cached_head`): only body-less heads are kept.
+                self._state = _END_PENDING
+                return request
+        head = raw[:-4] if keep else raw
         try:
             request = self._parse_whole_head(head)
         except HTTPError:
@@ -296,10 +299,10 @@ class RequestParser:
             # piece by piece would have (module docstring).
             self._check_lines(head.split(b"\r\n"), 0)
             raise
-        if self._state == _END_PENDING and end < _HEAD_CACHE_KEY_MAX:
+        if self._state == _END_PENDING and keep:
             if len(cache) >= _HEAD_CACHE_MAX:
                 cache.clear()
-            if cache.setdefault(whole, request) is request:
+            if cache.setdefault(raw, request) is request:
                 request.cached = True
         return request
 
