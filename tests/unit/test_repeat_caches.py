@@ -105,13 +105,19 @@ def test_only_a_whole_head_between_messages_is_looked_up() -> None:
 
 def test_a_head_cached_under_some_limits_is_judged_again_under_others() -> None:
     long_line = b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
-    first_parse(long_line)
-    strict = RequestParser(Limits(max_request_line=100))
+    lenient = Limits()
+    request = first_parse(long_line, lenient)
+    strict_limits = Limits(max_request_line=100)
+    strict = RequestParser(strict_limits)
     assert strict.cached_head(long_line) is None
     strict.feed(long_line)
     with pytest.raises(HTTPError) as refused:
         strict.next_event()
     assert refused.value.status == 414
+    # Parsers alternating between the two keep to their own caches.
+    assert RequestParser(lenient).cached_head(long_line) is request
+    assert RequestParser(strict_limits).cached_head(long_line) is None
+    assert RequestParser(Limits()).cached_head(long_line) is request  # equal limits: shared
 
 
 # -- the environ template ---------------------------------------------------------------------

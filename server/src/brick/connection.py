@@ -315,14 +315,16 @@ class Connection:
             self.close()  # the client is gone; nothing complete is left to answer
             return
         parser = self.parser
-        if self.request is None and not parser.buffered:
-            self.started = time.monotonic()  # the first byte of a new request head
+        if self.request is None:
             # The usual keep-alive request: one whole head, seen before, with no body.
-            request = parser.cached_head(data)
+            request = parser.cached_head(data)  # (only ever found with nothing buffered)
             if request is not None and self.service.debug_http is None:
+                self.started = time.monotonic()
                 self.request = request
                 self._dispatch()
                 return
+            if not parser.buffered:
+                self.started = time.monotonic()  # the first byte of a new request head
         parser.feed(data)
         self.process()
 
@@ -499,7 +501,8 @@ class Connection:
         service = self.service
         if service.access_log is not None:
             service.access_log(request, environ, outcome, time.monotonic() - self.started)
-        self._release_body()
+        if self.body is not None:
+            self._release_body()
         self.request = None
         self.keep_alive = outcome.keep_alive
         if service.on_request_done is not None:
@@ -518,9 +521,12 @@ class Connection:
         self._response_sent()
 
     def _response_sent(self) -> None:
+        if not self.keep_alive:
+            self._shutdown_and_close()
+            return
         service = self.service
         buffered = self.parser.buffered
-        if not self.keep_alive or (service.draining and not buffered):
+        if service.draining and not buffered:
             self._shutdown_and_close()
             return
         self.state = READING
@@ -784,12 +790,15 @@ class Connection:
             self.service.loop.forget(self.fd)  # the close below removes it from epoll
             self._registered = 0
         self.service.connections.pop(self.fd, None)
-        self._release_body()
-        self._end_file()
+        if self.body is not None:
+            self._release_body()
+        if self.file_fd >= 0:
+            self._end_file()
         if self.suspended is not None:
             self.suspended[0].abort()  # PEP 3333: close() is called whatever happens
             self.suspended = None
-        self.outbuf = bytearray()  # not clear(): an app thread may still hold a view of it
+        if self.outbuf:
+            self.outbuf = bytearray()  # not clear(): an app thread may hold a view of it
         try:
             self.sock.close()
         except OSError:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from brick.errors import (
     BadRequest,
@@ -69,7 +69,7 @@ NEED_DATA: Final = _Marker("NEED_DATA")
 END: Final = _Marker("END")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Limits:
     """Per-parser limits; the connection builds one from the Config."""
 
@@ -161,11 +161,22 @@ _LINE_CACHE_MAX: Final = 256
 # Request is shared between hits: nothing changes a Request once the parser returns it.
 # One cache per set of head limits: other limits may judge the same bytes differently.
 _HEAD_CACHES: dict[tuple[int, int, int], dict[bytes, Request]] = {}
+_last_cache: tuple[Any, Any] = (None, None)  # the Limits asked for last, and its cache
 _HEAD_CACHE_MAX: Final = 256
 _HEAD_CACHE_KEY_MAX: Final = 2048  # bigger heads (cookies) rarely repeat: not worth keeping
 _METHODS: set[bytes] = {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"}
 
 _HEAD, _LENGTH_BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _END_PENDING, _DEAD = range(8)
+
+
+def _head_cache(limits: Limits) -> dict[bytes, Request]:
+    key = (limits.max_request_line, limits.max_header_count, limits.max_field_size)
+    cache = _HEAD_CACHES.get(key)
+    if cache is None:
+        cache = _HEAD_CACHES[key] = {}
+    global _last_cache
+    _last_cache = (limits, cache)
+    return cache
 
 
 def _is_token(value: bytes) -> bool:
@@ -206,13 +217,13 @@ class RequestParser:
     )
 
     def __init__(self, limits: Limits | None = None) -> None:
-        self.limits = limits or Limits()
-        limits = self.limits
-        key = (limits.max_request_line, limits.max_header_count, limits.max_field_size)
-        cache = _HEAD_CACHES.get(key)
-        if cache is None:
-            cache = _HEAD_CACHES[key] = {}
-        self._cache = cache
+        if limits is None:
+            limits = Limits()
+        self.limits = limits
+        # One parser per connection, nearly always with the worker's one Limits (frozen):
+        # the cache found for it last time is still its cache.
+        last = _last_cache
+        self._cache = last[1] if last[0] is limits else _head_cache(limits)
         self._buf = bytearray()
         self._state = _HEAD
         self._left = 0  # body bytes still expected (Content-Length)

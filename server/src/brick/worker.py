@@ -246,7 +246,7 @@ class Listener:
                     )
                 if not self.nodelay_inherited:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                peer = (str(addr[0]), str(addr[1]))
+                peer = (addr[0], str(addr[1]))  # the host is a str already
             else:
                 peer = ("", "")
             Connection(service, sock, peer, self.builder)

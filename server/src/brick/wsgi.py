@@ -225,7 +225,9 @@ class EnvironBuilder:
 
     def is_trusted(self, peer_ip: str) -> bool:
         """May this peer set X-Forwarded-*? Unix-socket peers (no address) are trusted."""
-        return self.trust_all or not peer_ip or self._is_trusted_proxy(peer_ip)
+        if self.trust_all or not peer_ip or peer_ip in self.trusted_ips:
+            return True  # (asked once per connection: the usual answers without a call)
+        return self._is_trusted_proxy(peer_ip)
 
     def _is_trusted_proxy(self, ip: str) -> bool:
         """Is `ip` one of the trusted addresses, or inside one of the trusted networks?"""
@@ -539,8 +541,14 @@ class _Cycle:
                 if len(_HEADERS_CACHE) >= _HEADERS_CACHE_MAX:
                     _HEADERS_CACHE.clear()
                 _HEADERS_CACHE[key] = checked
-        code, self.header_block, self.content_length, self.has_date = checked[:4]
-        self.has_server, self.app_close = checked[4:]
+        (
+            code,
+            self.header_block,
+            self.content_length,
+            self.has_date,
+            self.has_server,
+            self.app_close,
+        ) = checked
         self.status = status
         self.status_code = code
         self.headers = headers
@@ -860,7 +868,7 @@ def run_app(
         except (Exception, SystemExit) as exc:  # sys.exit() in an app is the app's bug
             _app_failed(cycle, environ, exc)
     finally:
-        if done and result is not None:
+        if done and result is not None and type(result) is not list:  # a list has no close()
             _close_iterable(result, environ)
     return cycle.outcome()
 
