@@ -174,6 +174,22 @@ def test_pipelined_requests_answered_in_order(serve: Serve, threads: str) -> Non
         assert not w.closed_by_peer(within=0.3)
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_thousands_of_pipelined_requests_in_one_send_all_answered(
+    serve: Serve, threads: str
+) -> None:
+    # The same small head 3000 times: the responses back up behind a client that reads
+    # only at the end, and each is answered once, in order, at no depth of recursion.
+    server = serve_conn(serve, "--threads", threads)
+    count = 3000
+    with Wire.connect(server, timeout=30) as w:
+        w.send(HELLO * count)
+        for n in range(count):
+            r = w.read_response()
+            assert (r.status, r.body) == (200, b"hello\n"), n
+        assert not w.closed_by_peer(within=0.3)
+
+
 def test_pipelined_requests_split_at_every_byte(server: Server) -> None:
     data, expected = pipeline()
     with Wire.connect(server) as w:

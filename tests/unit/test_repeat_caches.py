@@ -77,6 +77,45 @@ def test_a_repeated_head_behind_other_bytes_is_the_kept_request_too() -> None:
     assert parser.next_event() is NEED_DATA and parser.buffered == 0
 
 
+def test_a_buffer_holding_exactly_one_kept_head_is_taken_whole() -> None:
+    # The next keep-alive request, read ahead while an app thread ran the one before.
+    request = kept(HEAD)
+    parser = RequestParser()
+    parser.feed(HEAD)
+    assert parser.take_cached_head() is request
+    assert parser.buffered == 0 and parser.next_event() is NEED_DATA
+    parser.feed(HEAD)  # and the parser goes on as after any other message
+    assert parser.next_event() is request and parser.next_event() is END
+
+
+@pytest.mark.parametrize(
+    "buffered",
+    [
+        HEAD + HEAD,  # pipelined: parsed one by one, in order
+        HEAD[:-2],  # not a whole head yet
+        b"\r\n" + HEAD,  # the blank line before it is the parser's to skip
+        HEAD.replace(b"/cache/a", b"/cache/never-seen"),
+    ],
+    ids=["two-heads", "partial", "leading-crlf", "not-kept"],
+)
+def test_anything_but_exactly_one_kept_head_is_left_to_the_parser(buffered: bytes) -> None:
+    kept(HEAD)
+    parser = RequestParser()
+    parser.feed(buffered)
+    assert parser.take_cached_head() is None
+    assert parser.buffered == len(buffered)
+
+
+def test_a_kept_head_in_a_body_is_body() -> None:
+    kept(HEAD)
+    parser = RequestParser()
+    parser.feed(b"POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(HEAD))
+    assert isinstance(parser.next_event(), Request)
+    parser.feed(HEAD)
+    assert parser.take_cached_head() is None
+    assert parser.next_event() == HEAD
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -54,6 +54,7 @@ import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final, Protocol
 
 from brick.body import BodyBuffer
@@ -475,7 +476,11 @@ class Connection:
         except BaseException:  # never lose the hand-back to the loop
             log.exception("unexpected error in an app thread")
             outcome = None
-        self.service.loop.call_soon_threadsafe(lambda: self._thread_done(environ, request, outcome))
+        self.service.loop.call_soon_threadsafe(
+            partial(
+                self._thread_done, environ, request, outcome
+            )  # (no Python frame, unlike a lambda)
+        )
 
     def _thread_done(
         self, environ: dict[str, Any], request: Request, outcome: Outcome | None
@@ -534,6 +539,16 @@ class Connection:
         self.started = now = time.monotonic()
         self.deadline = now + service.keepalive_timeout
         if buffered:
+            if not self._in_process and service.debug_http is None:
+                # The next request, read ahead while an app thread ran, is one head seen
+                # before: dispatch it as `_on_readable` does. Only a buffer holding exactly
+                # one head is taken, so the response to it finds the buffer empty and
+                # this never recurses (pipelined requests go through `process`).
+                request = self.parser.take_cached_head()
+                if request is not None:
+                    self.request = request
+                    self._dispatch()
+                    return
             self.process()  # a pipelined request (a no-op when already inside process)
 
     def _release_body(self) -> None:

@@ -153,9 +153,11 @@ class EventLoop:
                 pass  # the pipe is full, so the loop is already awake
 
     def handle_event(self, mask: int) -> None:  # the wake-up pipe
+        # One read: a wake-up is one byte (and a signal one more), so this empties the
+        # pipe; reading until EAGAIN would cost a syscall and an exception per wake-up.
+        # Should bytes remain, the pipe is still readable and the next poll says so.
         try:
-            while os.read(self._wake_r, 4096):
-                pass
+            os.read(self._wake_r, 4096)
         except BlockingIOError:
             pass
 

@@ -256,6 +256,18 @@ class RequestParser:
             return None
         return self._cache.get(data)
 
+    def take_cached_head(self) -> Request | None:
+        """What is buffered is exactly one body-less head parsed before (the next keep-alive
+        request, read ahead while an app thread ran): its Request, taken from the buffer as
+        `cached_head` would take it. None otherwise (the buffer is left as it is)."""
+        buf = self._buf
+        if self._state != _HEAD or not buf or len(buf) >= _HEAD_CACHE_KEY_MAX:
+            return None
+        request = self._cache.get(bytes(buf))
+        if request is not None:
+            buf.clear()
+        return request
+
     # -- events ------------------------------------------------------------------------
 
     def next_event(self) -> Request | bytes | _Marker:
