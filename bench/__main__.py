@@ -1,4 +1,5 @@
-"""`python -m bench`: run the benchmark, the stack benchmark or the profiler; render a report.
+"""`python -m bench`: run the benchmark, the stack benchmark, the profiler or the instruction
+count; render a report.
 
 Run it from the repository root with the interpreter that has every server installed
 (`make bench` uses bench/.venv). Options override the BENCH_* environment variables, which
@@ -223,6 +224,12 @@ def cmd_profile(options: argparse.Namespace) -> int:
     return profiling.main(options)
 
 
+def cmd_count(options: argparse.Namespace) -> int:
+    from bench import instructions
+
+    return instructions.main(options)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
 
     add_options(profile)
     profile.set_defaults(func=cmd_profile)
+
+    count = sub.add_parser("count", help="instructions per request, under callgrind")
+    from bench.instructions import add_options as add_count_options
+
+    add_count_options(count)
+    count.set_defaults(func=cmd_count)
 
     rep = sub.add_parser("report", help="render the markdown and the chart from a results JSON")
     rep.add_argument("json")

@@ -5,6 +5,7 @@
 #   make bench BENCH_QUICK=1           a smoke run of about a minute
 #   make bench BENCH_APPS=wsgi BENCH_SERVERS=brick,granian BENCH_DURATION=10
 #   make profile APP=django PROFILER=py-spy
+#   make count APP=wsgi BENCH_ARGS=--close   instructions per request (callgrind)
 
 # Its own virtualenv, so granian, waitress and py-spy stay out of .venv; every server the
 # benchmark starts runs on this one interpreter, with the server and the apps installed here.
@@ -16,7 +17,7 @@ PROFILER   ?= cprofile
 # `make profile` profiles the bare WSGI app unless APP is given (apps.mk defaults APP to flask).
 PROFILE_APP := $(if $(filter command line environment,$(origin APP)),$(APP),wsgi)
 
-.PHONY: bench bench-install bench-readme bench-stack bench-tools profile
+.PHONY: bench bench-install bench-readme bench-stack bench-tools count profile
 
 $(BENCH_VENV)/.installed: server/pyproject.toml bench/requirements.txt $(APP_REQS)
 	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
@@ -43,6 +44,9 @@ bench-readme: ## put bench/results/latest.json's figures in the README's Perform
 
 bench-stack: bench-install ## the same comparison through nginx in the compose stack (start it with make up)
 	$(BENCH_PY) -m bench stack $(BENCH_ARGS)
+
+count: bench-install ## instructions per request of brick serving APP, under callgrind (repeatable)
+	$(BENCH_PY) -m bench count --app $(PROFILE_APP) $(BENCH_ARGS)
 
 profile: bench-install ## profile brick serving APP (default wsgi) under wrk; top functions (PROFILER=py-spy)
 	$(BENCH_PY) -m bench profile --app $(PROFILE_APP) --profiler $(PROFILER) $(BENCH_ARGS)
