@@ -476,10 +476,9 @@ class Connection:
         except BaseException:  # never lose the hand-back to the loop
             log.exception("unexpected error in an app thread")
             outcome = None
+        # A partial, not a lambda: calling it runs no Python frame of its own.
         self.service.loop.call_soon_threadsafe(
-            partial(
-                self._thread_done, environ, request, outcome
-            )  # (no Python frame, unlike a lambda)
+            partial(self._thread_done, environ, request, outcome)
         )
 
     def _thread_done(
@@ -542,8 +541,10 @@ class Connection:
             if not self._in_process and service.debug_http is None:
                 # The next request, read ahead while an app thread ran, is one head seen
                 # before: dispatch it as `_on_readable` does. Only a buffer holding exactly
-                # one head is taken, so the response to it finds the buffer empty and
-                # this never recurses (pipelined requests go through `process`).
+                # one head is taken. With --threads 1 nothing is read while the app runs,
+                # so the response to it finds the buffer empty and this never recurses;
+                # with a pool, the dispatch only queues the job. Pipelined requests go
+                # through `process`.
                 request = self.parser.take_cached_head()
                 if request is not None:
                     self.request = request
