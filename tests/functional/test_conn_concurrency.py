@@ -151,27 +151,6 @@ def test_pipelined_requests_behind_a_large_response_wait_their_turn(serve: Serve
         assert w.read_response("POST").body == b"next"
 
 
-@pytest.mark.parametrize("threads", ["1", "4"])
-def test_thousands_of_requests_pipelined_behind_a_large_response_are_all_answered(
-    serve: Serve, threads: str
-) -> None:
-    # They wait in the buffer while the loop sends the large response; once it is out they
-    # are answered one by one, in order, and never by a call chain as deep as their number.
-    server = serve_conn(serve, "--threads", threads)
-    size = 4 << 20
-    count = 2000
-    slow = small_window_socket(server)
-    with Wire(slow) as w:
-        w.send(request("GET", f"/big?size={size}") + HELLO * count)
-        head = w.read_head()
-        assert head.status == 200
-        assert w.read_exact(size) == pattern(size)
-        for n in range(count):
-            r = w.read_response()
-            assert (r.status, r.body) == (200, b"hello\n"), n
-        assert not w.closed_by_peer(within=0.3)
-
-
 # -- clients that disconnect --------------------------------------------------------------
 
 

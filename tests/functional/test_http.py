@@ -179,7 +179,9 @@ def test_thousands_of_pipelined_requests_in_one_send_all_answered(
     serve: Serve, threads: str
 ) -> None:
     # The same small head 3000 times: the responses back up behind a client that reads
-    # only at the end, and each is answered once, in order, at no depth of recursion.
+    # only at the end, and each is answered once, in order. (That taking a read-ahead head
+    # never recurses is shown in tests/unit/test_connection_flow.py, where the test, not
+    # the kernel, decides how much each send takes.)
     server = serve_conn(serve, "--threads", threads)
     count = 3000
     with Wire.connect(server, timeout=30) as w:

@@ -525,19 +525,15 @@ class Connection:
         self._response_sent()
 
     def _response_sent(self) -> None:
-        if not self.keep_alive:
-            self._shutdown_and_close()
-            return
         service = self.service
-        buffered = self.parser.buffered
-        if service.draining and not buffered:
+        if not self.keep_alive or (service.draining and not self.parser.buffered):
             self._shutdown_and_close()
             return
         self.state = READING
         self._register(EVENT_READ)
         self.started = now = time.monotonic()
         self.deadline = now + service.keepalive_timeout
-        if buffered:
+        if self.parser.buffered:
             if not self._in_process and service.debug_http is None:
                 # The next request, read ahead while an app thread ran, is one head seen
                 # before: dispatch it as `_on_readable` does. Only a buffer holding exactly

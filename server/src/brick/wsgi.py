@@ -225,9 +225,7 @@ class EnvironBuilder:
 
     def is_trusted(self, peer_ip: str) -> bool:
         """May this peer set X-Forwarded-*? Unix-socket peers (no address) are trusted."""
-        if self.trust_all or not peer_ip or peer_ip in self.trusted_ips:
-            return True  # (asked once per connection: the usual answers without a call)
-        return self._is_trusted_proxy(peer_ip)
+        return self.trust_all or not peer_ip or self._is_trusted_proxy(peer_ip)
 
     def _is_trusted_proxy(self, ip: str) -> bool:
         """Is `ip` one of the trusted addresses, or inside one of the trusted networks?"""
