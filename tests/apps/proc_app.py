@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -62,6 +63,8 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         return _text(start_response, str(os.getpid()))
     if path == "/multiprocess":
         return _text(start_response, f"{os.getpid()} {environ['wsgi.multiprocess']}")
+    if path == "/thread":  # which thread of the worker ran the app
+        return _text(start_response, threading.current_thread().name)
     if path == "/import-pid":
         return _text(start_response, str(IMPORT_PID))
     if path == "/sleep":

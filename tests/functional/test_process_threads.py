@@ -134,3 +134,32 @@ def test_a_worker_whose_threads_are_all_busy_leaves_new_clients_to_the_others(
     for sleeper in sleepers:
         sleeper["thread"].join(15)
         assert sleeper["result"][0] == 200
+
+
+def test_quick_apps_run_in_the_loop_thread_and_a_slow_one_hands_the_loop_over(
+    serve: Serve, tmp_path: Path
+) -> None:
+    # -t 2: a request left behind in the heartbeat's books after it ended would get the
+    # worker killed two seconds later.
+    server = start(serve, "-w", "1", "--threads", "2", "-t", "2")
+    (worker,) = wait_workers(server.proc.pid, 1)
+    # A quick request is answered by the thread that runs the loop: no hand-off.
+    assert get(server, "/thread") == (200, "MainThread")
+    # A slow one starts there too; a free app thread takes the loop over meanwhile ...
+    mark = tmp_path / "inside"
+    sleeper = in_background(lambda: get(server, f"/sleep?seconds=1.2&mark={mark}"))
+    wait_until(mark.exists, 10, "the sleeper inside the app")
+    began = time.monotonic()
+    status, thread = get(server, "/thread")
+    assert time.monotonic() - began < 0.5  # not held until the sleeper is done
+    assert status == 200
+    assert thread.startswith("brick-app_")  # the new loop thread ran it
+    sleeper["thread"].join(10)
+    assert sleeper["result"][0] == 200
+    # ... and the sleeper's thread serves on as an app thread; the worker lives on.
+    time.sleep(3)
+    for _ in range(20):
+        assert get(server, "/pid") == (200, str(worker))
+    assert live_children(server.proc.pid) == {worker}
+    assert "timed out" not in server.log()
+    assert "unexpected error" not in server.log()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from brick import worker
 from brick.loop import EventLoop
 from brick.worker import AppPool
 
@@ -144,6 +145,120 @@ def test_shutdown_drops_queued_jobs_and_never_waits_for_a_stuck_one(pool: MakePo
     assert not queued_ran.is_set()
     app_threads._threads[0].join(WAIT)
     assert not app_threads._threads[0].is_alive()
+
+
+# -- the loop lent to an app (the test thread plays the loop thread) -----------------------
+
+
+class Leads:
+    """A stand-in for Worker._lead: notes which thread was made the loop thread, and holds
+    it (as running the loop would) until the test ends."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> None:
+        self.threads.append(threading.current_thread().name)
+        self.started.set()
+        self.release.wait(WAIT)
+
+
+@pytest.fixture
+def lending() -> Iterator[Callable[[int], tuple[AppPool, Leads]]]:
+    made: list[tuple[AppPool, Leads]] = []
+
+    def make(size: int) -> tuple[AppPool, Leads]:
+        leads = Leads()
+        made.append((AppPool(size, lead=leads), leads))
+        return made[-1]
+
+    yield make
+    for app_threads, leads in made:
+        leads.release.set()
+        app_threads.shutdown()
+
+
+def test_a_quick_lent_app_keeps_the_loop_in_its_thread(
+    lending: Callable[[int], tuple[AppPool, Leads]],
+) -> None:
+    app_threads, leads = lending(2)
+    for _ in range(100):
+        lend = app_threads.lend_loop()
+        assert lend
+        assert app_threads.reclaim_loop(lend)
+    time.sleep(20 * worker.TAKEOVER)  # many of the watchdog's looks
+    assert leads.threads == []  # nobody took the loop over
+    assert app_threads.oldest_start(123.0) == 123.0
+    assert not app_threads.full()
+
+
+def test_a_lent_app_still_running_after_a_period_has_the_loop_taken_over(
+    lending: Callable[[int], tuple[AppPool, Leads]],
+) -> None:
+    app_threads, leads = lending(2)
+    began = time.monotonic()
+    lend = app_threads.lend_loop()
+    assert leads.started.wait(WAIT)  # the app "runs" on: a free thread takes the loop
+    assert leads.threads[0].startswith("brick-app_")
+    # The app's thread learns it on return, and is an app thread from then on: its request
+    # holds the heartbeat's clock back and takes a thread's place until it ends.
+    assert not app_threads.reclaim_loop(lend)
+    assert app_threads.oldest_start(time.monotonic() + 100) < time.monotonic()
+    assert app_threads.oldest_start(time.monotonic()) >= began - worker.TAKEOVER
+    app_threads.submit(lambda: None)  # one job more: both places are taken for a moment
+    app_threads.job_done(threading.get_ident())
+    later = time.monotonic() + 100
+    deadline = time.monotonic() + WAIT
+    while (app_threads.oldest_start(later) != later or app_threads.full()) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+    assert app_threads.oldest_start(later) == later
+    assert not app_threads.full()
+
+
+def test_the_loop_is_not_lent_while_every_thread_is_busy(
+    lending: Callable[[int], tuple[AppPool, Leads]],
+) -> None:
+    app_threads, _leads = lending(1)
+    release = threading.Event()
+    app_threads.submit(release.wait, WAIT)
+    assert app_threads.lend_loop() == 0  # nobody could take the loop over
+    release.set()
+    deadline = time.monotonic() + WAIT
+    while app_threads.full() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    lend = app_threads.lend_loop()
+    assert lend
+    assert app_threads.reclaim_loop(lend)
+
+
+def test_the_thread_that_lost_the_loop_cannot_take_back_a_later_lend(
+    lending: Callable[[int], tuple[AppPool, Leads]],
+) -> None:
+    app_threads, leads = lending(2)
+    first = app_threads.lend_loop()
+    assert leads.started.wait(WAIT)  # taken over
+    second = app_threads.lend_loop()  # the new loop thread lends the loop in turn
+    assert second
+    assert not app_threads.reclaim_loop(first)  # the first app returns: not the loop's
+    assert app_threads.reclaim_loop(second)  # the second lend is still its own
+    assert leads.threads == leads.threads[:1]  # and was never taken over
+
+
+def test_a_lend_after_the_watchdog_went_to_sleep_wakes_it(
+    lending: Callable[[int], tuple[AppPool, Leads]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "PARK_AFTER", 3)
+    app_threads, leads = lending(2)
+    deadline = time.monotonic() + WAIT
+    while not app_threads._parked and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert app_threads._parked  # idle: the watchdog sleeps
+    app_threads.lend_loop()
+    assert leads.started.wait(WAIT)  # it woke, and took the loop from the long app
 
 
 def test_callbacks_from_many_threads_all_run_in_the_loop_thread() -> None:

@@ -38,7 +38,9 @@ woken once for the end of the response and of the connection.
 
 Deadlines are not timers: each connection keeps one `deadline`, and the worker calls
 `Service.sweep` a few times a second. A pool thread hands a finished request back to the loop
-thread with `call_soon_threadsafe`; all state changes happen in the loop thread.
+thread with `call_soon_threadsafe`; all state changes happen in the loop thread. (With a pool,
+which thread that is can change: the loop thread runs a quick app itself, and a slow one has
+the loop taken over by a free thread; see worker.AppPool.)
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from typing import Any, Final, Protocol
 
 from brick.body import BodyBuffer
 from brick.errors import HTTPError
-from brick.loop import EVENT_READ, EVENT_WRITE, EventLoop
+from brick.loop import EVENT_READ, EVENT_WRITE, EventLoop, LoopMoved
 from brick.parser import END, NEED_DATA, Limits, Request, RequestParser
 from brick.response import CONTINUE, error_response
 from brick.wsgi import (
@@ -89,9 +91,19 @@ _MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)  # Linux: hold a partial segme
 
 
 class Executor(Protocol):
-    """Runs `fn(*args)` in another thread (worker.AppPool; a ThreadPoolExecutor would do)."""
+    """The app threads (worker.AppPool): runs `fn(*args)` in another thread, or lends the
+    loop thread to an app while a free thread stands by to take the loop over."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> object: ...
+
+    def lend_loop(self) -> int:
+        """Whether the loop thread may run an app itself now (a thread is free): the lend's
+        number, or 0."""
+        ...
+
+    def reclaim_loop(self, lend: int) -> bool:
+        """After such an app: whether this thread still runs the loop (False: taken over)."""
+        ...
 
 
 AccessLog = Callable[[Request, dict[str, Any], Outcome, float], None]
@@ -428,8 +440,19 @@ class Connection:
         keep_alive = request.keep_alive and not service.draining
         self.keep_alive = keep_alive
         self.state = BUSY
-        if service.executor is not None:
-            service.executor.submit(self._run_in_thread, environ, request, keep_alive)
+        executor = service.executor
+        if executor is not None:
+            lend = executor.lend_loop()
+            if not lend:
+                executor.submit(self._run_in_thread, environ, request, keep_alive)
+                return
+            # A thread is free, and stands by: the app runs here, in the loop thread, with
+            # no hand-off; should it take long, that thread takes the loop over.
+            result = self._run_guarded(environ, request, keep_alive)
+            if not executor.reclaim_loop(lend):
+                # Taken over: from here on this thread is an app thread like the others.
+                raise LoopMoved(partial(self._thread_done, environ, request, result))
+            self._thread_done(environ, request, result)
             return
         # --threads 1: the app runs here, in the loop thread.
         try:
@@ -468,14 +491,21 @@ class Connection:
         self.suspended = None
         self._app_done(environ, request, outcome)
 
-    def _run_in_thread(self, environ: dict[str, Any], request: Request, keep_alive: bool) -> None:
+    def _run_guarded(
+        self, environ: dict[str, Any], request: Request, keep_alive: bool
+    ) -> Outcome | None:
+        """run_app as an app thread runs it: None when the client is gone, or after an
+        error run_app could not answer (logged), so the hand-back is never lost."""
         try:
-            outcome: Outcome | None = run_app(self.service.app, environ, request, self, keep_alive)
+            return run_app(self.service.app, environ, request, self, keep_alive)
         except ClientDisconnected:
-            outcome = None
-        except BaseException:  # never lose the hand-back to the loop
+            return None
+        except BaseException:
             log.exception("unexpected error in an app thread")
-            outcome = None
+            return None
+
+    def _run_in_thread(self, environ: dict[str, Any], request: Request, keep_alive: bool) -> None:
+        outcome = self._run_guarded(environ, request, keep_alive)
         # A partial, not a lambda: calling it runs no Python frame of its own.
         self.service.loop.call_soon_threadsafe(
             partial(self._thread_done, environ, request, outcome)
@@ -484,7 +514,7 @@ class Connection:
     def _thread_done(
         self, environ: dict[str, Any], request: Request, outcome: Outcome | None
     ) -> None:
-        """Back in the loop thread after a pool thread ran the app."""
+        """Back in the loop thread after an app thread ran the app (or lent, not taken)."""
         if self.state != BUSY:
             return  # closed meanwhile (the worker is stopping)
         if outcome is None:

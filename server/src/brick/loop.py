@@ -34,6 +34,21 @@ EVENT_WRITE = select.EPOLLOUT if _EPOLL else selectors.EVENT_WRITE
 _EPOLL_TROUBLE = (select.EPOLLERR | select.EPOLLHUP) if _EPOLL else 0
 
 
+class LoopMoved(BaseException):
+    """Raised in a thread that lent the loop to an app and got it taken over meanwhile.
+
+    With `--threads N` the thread running the loop may run an app itself while a free app
+    thread stands by; when the app takes long, that thread takes the loop over (see
+    worker.AppPool). The thread that ran the app must then leave the loop without touching
+    it: this unwinds its stack (a BaseException, so no handler's `except Exception` stops
+    it), and `hand_back` (the request's result) is handed to the loop once it is out.
+    """
+
+    def __init__(self, hand_back: Callable[[], None]) -> None:
+        super().__init__()
+        self.hand_back = hand_back
+
+
 class Handler(Protocol):
     def handle_event(self, mask: int) -> None: ...
 
@@ -198,8 +213,15 @@ class EventLoop:
             with self._lock:
                 ready, self._ready = self._ready, deque()
                 self._woken = False
-            for callback in ready:
-                self._call(callback)
+            while ready:
+                try:
+                    self._call(ready.popleft())
+                except LoopMoved:
+                    # The loop went to another thread during this callback: the rest
+                    # of the batch is its to run.
+                    with self._lock:
+                        self._ready.extendleft(reversed(ready))
+                    raise
         if self.on_tick is not None:
             self.on_tick()
 

@@ -42,13 +42,13 @@ import time
 from collections.abc import Callable
 from queue import Empty, SimpleQueue
 from types import FrameType
-from typing import IO, Any, cast
+from typing import IO, Any, Final, cast
 
 from brick.config import Config
 from brick.connection import Connection, Service
 from brick.listeners import server_name_port
 from brick.logs import AccessLog, LogFile, debug_http_printer, reopen_logs
-from brick.loop import EVENT_READ, EventLoop
+from brick.loop import EVENT_READ, EventLoop, LoopMoved
 from brick.parser import Limits
 from brick.wsgi import EnvironBuilder, WSGIApp
 
@@ -57,10 +57,27 @@ log = logging.getLogger("brick.error")
 SWEEP_INTERVAL = 0.1  # how often deadlines are checked; timeouts are accurate to this
 DRAIN_IDLE = 0.5  # when draining, an idle connection gets this long to send one more request
 _ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# --threads: how often the watchdog looks at an app the loop thread runs; one still running
+# at the next look (after one to two periods) has the loop taken from it. Shorter holds the
+# other clients up less when an app is slow, and wakes the watchdog more often when busy.
+TAKEOVER = 0.001
+PARK_AFTER = 200  # looks with nothing lent (about 0.2 s) before the watchdog sleeps
+LEAD: Final = ((lambda: None), ())  # the job that makes a pool thread the loop thread
 
 
 class AppPool:
-    """The app threads (`--threads N`, N > 1): one queue of jobs and N threads taking them.
+    """The app threads (`--threads N`, N > 1): one queue of jobs and N threads taking them,
+    and the loop thread lent to apps while a thread stands by.
+
+    Handing a request to another thread and back costs thread switches and wake-ups, often
+    more than a small app itself. So the loop thread runs an app itself whenever a pool
+    thread is free (`lend_loop`); a watchdog looks every TAKEOVER seconds, and an app that
+    is still running after a whole period gets the loop taken from it: a free thread gets a
+    LEAD job and runs the loop from then on, and the thread in the app, once it returns, is
+    a pool thread like the others (`reclaim_loop` says so; connection.py unwinds it with
+    `LoopMoved`). A slow app thus holds the other clients up for one to two periods, and a
+    quick one costs no hand-off at all. With every thread busy the request is queued, as
+    it always was: at most N apps run at once.
 
     Leaner than a ThreadPoolExecutor, whose Future, work item and idle-thread semaphore
     cost more per request than the hand-off itself: a job here is a plain tuple, and its
@@ -68,23 +85,39 @@ class AppPool:
 
     Each thread notes when its current request began (a dict store and delete, far cheaper
     than the hand-off); that tells the heartbeat about stuck threads without mistaking
-    requests merely waiting in the queue for stuck ones.
+    requests merely waiting in the queue for stuck ones. A lent app is noted when it is
+    taken over.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, lead: Callable[[], object] | None = None) -> None:
         self.size = size
         self.running: dict[int, float] = {}  # thread ident -> when its request began
-        # Jobs taken and jobs ended. Only the loop thread counts `submitted`; `finished` is
-        # counted under a lock, since several threads end jobs.
+        # Jobs taken and jobs ended. Only the loop thread counts `submitted`, and only the
+        # watchdog `taken` (lent apps taken over); `finished` is counted under a lock,
+        # since several threads end jobs.
         self.submitted = 0
+        self.taken = 0
         self.finished = 0
         self._finished_lock = threading.Lock()
         self._jobs: SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]] | None]
         self._jobs = SimpleQueue()
+        # The loop, lent to an app: `lend` runs it in a thread of ours (None: never lend).
+        self._lead = lead
+        self.leader = threading.get_ident()  # the thread running the loop
+        self._lent = 0  # the number of the lend out now, 0 for none
+        self.lends = 0
+        self._lend_lock = threading.Lock()
+        self._parked = False  # the watchdog sleeps until the next lend
+        self._unpark = threading.Event()
+        self._closed = False
         self._threads = [
-            threading.Thread(target=self._serve, name=f"brick-app_{n}", daemon=True)
+            threading.Thread(target=self.follow, name=f"brick-app_{n}", daemon=True)
             for n in range(size)
         ]
+        if lead is not None:
+            self._threads.append(
+                threading.Thread(target=self._watch, name="brick-watch", daemon=True)
+            )
         for thread in self._threads:
             thread.start()
 
@@ -95,9 +128,72 @@ class AppPool:
 
     def full(self) -> bool:
         """Whether every thread has a job already (running, or waiting in the queue)."""
-        return self.submitted - self.finished >= self.size
+        return self.submitted + self.taken - self.finished >= self.size
 
-    def _serve(self) -> None:
+    # -- lending the loop --------------------------------------------------------------
+
+    def lend_loop(self) -> int:
+        """The loop thread asks to run an app itself: the lend's number when a thread is
+        free to take the loop over, else 0. Called from the loop thread only."""
+        if self._lead is None or self.submitted + self.taken - self.finished >= self.size:
+            return 0
+        with self._lend_lock:
+            self.lends += 1
+            self._lent = lend = self.lends
+        if self._parked:
+            self._parked = False
+            self._unpark.set()
+        return lend
+
+    def reclaim_loop(self, lend: int) -> bool:
+        """The app of lend `lend` returned: whether its thread still runs the loop. (Once
+        taken over, the loop may have been lent again by its new thread: the number tells
+        that lend from ours.)"""
+        with self._lend_lock:
+            if self._lent != lend:
+                return False
+            self._lent = 0
+        return True
+
+    def _watch(self) -> None:
+        """Every TAKEOVER seconds: take the loop from an app lent it a whole period ago."""
+        seen = -1
+        quiet = 0
+        while not self._closed:
+            time.sleep(TAKEOVER)
+            lends = self.lends
+            if lends != seen:
+                seen, quiet = lends, 0  # lent since the last look: it gets a whole period
+                continue
+            if lends and self._lent == lends:
+                self._take_over(lends)
+                continue
+            quiet += 1
+            if quiet >= PARK_AFTER:
+                # Nothing lent for a while: sleep until the next lend, and wake no more.
+                self._unpark.clear()
+                self._parked = True
+                if self.lends == seen:  # (a lend that missed the flag wakes nobody)
+                    self._unpark.wait()
+                self._parked = False
+                quiet = 0
+
+    def _take_over(self, lends: int) -> None:
+        with self._lend_lock:
+            if not lends or self._lent != lends:
+                return  # it came back just now
+            self._lent = 0
+            # The app goes on as a job of the pool's, started about a period ago.
+            self.running[self.leader] = time.monotonic() - TAKEOVER
+            self.taken += 1
+        self._jobs.put(LEAD)
+
+    # -- the threads -------------------------------------------------------------------
+
+    def follow(self) -> None:
+        """Take jobs until the pool shuts down: app jobs, and LEAD (run the loop here until
+        it is taken from this thread in turn). The thread that ran the loop first follows
+        too once the loop is taken from it."""
         jobs = self._jobs
         running = self.running
         ident = threading.get_ident()
@@ -105,6 +201,11 @@ class AppPool:
             job = jobs.get()
             if job is None:
                 return
+            if job is LEAD:
+                assert self._lead is not None
+                self.leader = ident
+                self._lead()
+                continue
             fn, args = job
             running[ident] = time.monotonic()
             try:
@@ -112,21 +213,26 @@ class AppPool:
             except BaseException:  # the job's own errors are its business; the thread goes on
                 log.exception("unexpected error in an app thread")
             finally:
-                del running[ident]
-                with self._finished_lock:
-                    self.finished += 1
+                self.job_done(ident)
+
+    def job_done(self, ident: int) -> None:
+        del self.running[ident]
+        with self._finished_lock:
+            self.finished += 1
 
     def shutdown(self) -> None:
         """Drop the jobs still queued and let every thread end after its current one.
 
         Never waits: after a graceful timeout a thread may still be stuck in the app.
         """
+        self._closed = True
+        self._unpark.set()
         try:
             while True:
                 self._jobs.get_nowait()
         except Empty:
             pass
-        for _ in self._threads:
+        for _ in range(len(self._threads) + 1):  # and one for the first loop thread
             self._jobs.put(None)
 
     def oldest_start(self, now: float) -> float:
@@ -308,7 +414,7 @@ class Worker:
     def _build(self) -> tuple[EventLoop, Service, list[Listener]]:
         config = self.config
         loop = EventLoop()
-        pool = AppPool(config.threads) if config.threads > 1 else None
+        pool = AppPool(config.threads, lead=self._lead) if config.threads > 1 else None
         self.pool = pool
         access_log = (
             AccessLog(config.accesslog, config.access_log_format) if config.accesslog else None
@@ -406,15 +512,49 @@ class Worker:
         loop.on_tick = self._tick
         if self.heartbeat is not None:
             self.heartbeat()  # the first beat also tells the master we are accepting
+        if self.pool is not None:
+            if not self._lead():
+                self.pool.follow()  # the loop was taken over: serve as an app thread
+            return self.exit_code
         try:
             loop.run(until=self._done, max_wait=self.max_wait)
         finally:
-            if self.pool is not None:
-                self.pool.shutdown()
-            for conn in list(service.connections.values()):
-                conn.close()
-            loop.close()
+            self._close_down()
         return self.exit_code
+
+    def _lead(self) -> bool:
+        """--threads: run the loop in this thread until the worker is done (True), or until
+        the loop is taken from this thread while it runs an app (False; see AppPool).
+
+        The worker ends in the thread running the loop then. In an app thread that means
+        the process ends here: the main thread may be stuck in an app.
+        """
+        assert self.pool is not None
+        try:
+            self.loop.run(until=self._done, max_wait=self.max_wait)
+        except LoopMoved as moved:
+            self.loop.call_soon_threadsafe(moved.hand_back)
+            self.pool.job_done(threading.get_ident())
+            return False
+        except BaseException:
+            self._close_down()
+            if threading.current_thread() is threading.main_thread():
+                raise
+            log.exception("unexpected error in the event loop")
+            flush_logs()
+            os._exit(1)
+        self._close_down()
+        if threading.current_thread() is not threading.main_thread():
+            flush_logs()
+            os._exit(self.exit_code)
+        return True
+
+    def _close_down(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+        for conn in list(self.service.connections.values()):
+            conn.close()
+        self.loop.close()
 
     def _done(self) -> bool:
         if not self.stopping:
