@@ -29,6 +29,7 @@ COLOURS = {
     "gunicorn-gthread": "#1b9e77",
     "granian": "#e7298a",
     "waitress": "#66a61e",
+    "floor": "#999999",
 }
 
 

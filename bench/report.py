@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.stats import ratio
 
-FAMILY_ORDER = ("brick", "gunicorn-sync", "gunicorn-gthread", "granian", "waitress")
+FAMILY_ORDER = ("brick", "gunicorn-sync", "gunicorn-gthread", "granian", "waitress", "floor")
 APP_ORDER = ("wsgi", "flask", "pyramid", "django")
 APP_LABELS = {"wsgi": "bare WSGI", "flask": "Flask", "pyramid": "Pyramid", "django": "Django"}
 MODE_ORDER = ("keep-alive", "close")
@@ -307,6 +307,7 @@ LABEL_BASE = {
     "gunicorn-gthread": "gunicorn gthread",
     "granian": "granian",
     "waitress": "waitress",
+    "floor": "Python floor",
 }
 
 
@@ -334,6 +335,31 @@ def memory_table(results: Results) -> str:
             ]
         )
     return table(header, rows, ["l", "l", "r", "r", "r", "r"])
+
+
+def floor_note(results: Results) -> str | None:
+    """What the Python floor (bench/floor.py) cost on the bare app, against gunicorn gthread's
+    tenth and brick: the part of a request no Python server can remove here."""
+    parts = []
+    for mode in ordered({e["mode"] for e in results.get("throughput", [])}, MODE_ORDER):
+        floor = cost(results, "wsgi", "floor", "1x1", mode)
+        gthread = cost(results, "wsgi", "gunicorn-gthread", "1x1", mode)
+        brick = cost(results, "wsgi", "brick", "1x1", mode)
+        if floor is None or gthread is None or brick is None:
+            continue
+        parts.append(
+            f"{MODE_LABELS.get(mode, mode)}: {fmt_us(floor)} µs"
+            f" ({fmt_ratio(ratio(floor, gthread))} gunicorn gthread; brick"
+            f" {fmt_us(brick)}, {fmt_us(brick - floor)} µs over it)"
+        )
+    if not parts:
+        return None
+    return (
+        "**The floor.** `bench/floor.py` serves the bare app with nothing but what every"
+        " Python server must do (accept, read, call the app, send, close: no HTTP checks, no"
+        " limits, no timeouts), with the same kernel help brick takes. Its cost is the part"
+        " of a request no Python server removes on this machine: " + "; ".join(parts) + "."
+    )
 
 
 def load_note(results: Results) -> str | None:
@@ -412,6 +438,9 @@ def render(results: Results, chart: str | None = None) -> str:
             )
         ]
         parts += [""]
+    floor = floor_note(results)
+    if floor:
+        parts += [floor, ""]
     parts += ["## Server CPU per request (µs)", ""]
     for config in configs(results):
         parts += [f"### {config_title(config)}", ""]

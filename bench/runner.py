@@ -38,6 +38,7 @@ DEFAULT_SERVERS = (
     "gunicorn-gthread",
     "granian",
     "waitress",
+    "floor",
     "brick-1x4",
     "gunicorn-gthread-1x4",
 )

@@ -8,6 +8,8 @@ A server is named `family` or `family-WxT` (W workers, T threads each; `1x1` whe
     gunicorn-gthread  gunicorn's gthread worker (keep-alive; threads)
     granian           granian --interface wsgi (Rust HTTP, the app on blocking threads)
     waitress          waitress (one process; threads)
+    floor             bench/floor.py: not a server to use, the least a Python server can spend
+                      (accept, read, call the app, send, close; no HTTP checks at all)
 
 Every server runs from the interpreter running the benchmark (`sys.executable`), so all of
 them run the same Python and the same app code, from the app's folder like `make run` does.
@@ -42,13 +44,14 @@ APPS = {
     "pyramid": "pyramidapp:app",
     "django": "djangoapp:app",
 }
-FAMILIES = ("brick", "gunicorn-sync", "gunicorn-gthread", "granian", "waitress")
+FAMILIES = ("brick", "gunicorn-sync", "gunicorn-gthread", "granian", "waitress", "floor")
 MODULES = {
     "brick": "brick",
     "gunicorn-sync": "gunicorn",
     "gunicorn-gthread": "gunicorn",
     "granian": "granian",
     "waitress": "waitress",
+    "floor": "bench.floor",
 }
 LABELS = {
     "brick": "brick",
@@ -56,7 +59,9 @@ LABELS = {
     "gunicorn-gthread": "gunicorn gthread",
     "granian": "granian",
     "waitress": "waitress",
+    "floor": "Python floor",
 }
+ONE_PROCESS = ("waitress", "floor")
 READY_TIMEOUT = 60.0  # seconds for a server to answer /healthz with every process up
 STOP_TIMEOUT = 15.0  # seconds for a graceful stop before the whole session is killed
 _NAME = re.compile(r"^([a-z-]+?)(?:-(\d+)x(\d+))?$")
@@ -97,7 +102,7 @@ class ServerSpec:
     @property
     def processes(self) -> int:
         """How many processes the tree has once every worker is up."""
-        return 1 if self.family == "waitress" else self.workers + 1
+        return 1 if self.family in ONE_PROCESS else self.workers + 1
 
     def command(self, app: str, host: str, port: int, python: str = sys.executable) -> list[str]:
         target = APPS[app]
@@ -118,6 +123,8 @@ class ServerSpec:
         if self.family == "waitress":
             return [python, "-m", "waitress", f"--listen={host}:{port}", f"--threads={t}",
                     target]  # fmt: skip
+        if self.family == "floor":
+            return [python, str(ROOT / "bench" / "floor.py"), target, "--bind", f"{host}:{port}"]
         raise ValueError(f"unknown server family {self.family!r}")
 
 
@@ -135,6 +142,8 @@ def parse_spec(name: str) -> ServerSpec:
         raise ValueError(f"{name!r}: the sync worker has no threads; use gunicorn-gthread")
     if family == "waitress" and workers != 1:
         raise ValueError(f"{name!r}: waitress runs one process")
+    if family == "floor" and (workers, threads) != (1, 1):
+        raise ValueError(f"{name!r}: the floor is one process with one thread")
     return ServerSpec(family, workers, threads)
 
 

@@ -114,6 +114,7 @@ def test_the_progress_bar_counts_every_wrk_run() -> None:
         ("gunicorn-sync", "gunicorn-sync", 1, 1, "gunicorn-sync"),
         ("granian-1x1", "granian", 1, 1, "granian"),
         ("waitress-1x4", "waitress", 1, 4, "waitress-1x4"),
+        ("floor", "floor", 1, 1, "floor"),
     ],
 )
 def test_parse_spec(name: str, family: str, workers: int, threads: int, key: str) -> None:
@@ -122,7 +123,8 @@ def test_parse_spec(name: str, family: str, workers: int, threads: int, key: str
 
 
 @pytest.mark.parametrize(
-    "name", ["uwsgi", "gunicorn", "brick-0x1", "brick-2", "gunicorn-sync-1x4", "waitress-2x4"]
+    "name",
+    ["uwsgi", "gunicorn", "brick-0x1", "brick-2", "gunicorn-sync-1x4", "waitress-2x4", "floor-1x4"],
 )
 def test_parse_spec_refuses(name: str) -> None:
     with pytest.raises(ValueError):
@@ -135,6 +137,8 @@ def test_labels_and_process_counts() -> None:
     assert ServerSpec("brick", 2, 8).processes == 3  # master and two workers
     assert ServerSpec("granian").processes == 2
     assert ServerSpec("waitress", 1, 4).processes == 1
+    assert ServerSpec("floor").processes == 1
+    assert ServerSpec("floor").label == "Python floor"
 
 
 def test_commands_give_every_server_the_same_workers_and_threads() -> None:
