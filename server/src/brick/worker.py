@@ -59,9 +59,13 @@ DRAIN_IDLE = 0.5  # when draining, an idle connection gets this long to send one
 _ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 # --threads: how often the watchdog looks at an app the loop thread runs; one still running
 # at the next look (after one to two periods) has the loop taken from it. Shorter holds the
-# other clients up less when an app is slow, and wakes the watchdog more often when busy.
-TAKEOVER = 0.001
-PARK_AFTER = 200  # looks with nothing lent (about 0.2 s) before the watchdog sleeps
+# other clients up less when an app is slow, but each look costs a busy worker far more
+# than the look itself: the watchdog must get the GIL from the loop thread, which costs
+# thread switches and wake-ups. Measured with the worker on one core, bare app, Connection:
+# close: looking every 1 ms added about a sixth to the CPU per request, every 5 ms a
+# twentieth (bench/README.md, "Where the time goes").
+TAKEOVER = 0.005
+PARK_AFTER = 40  # looks with nothing lent (about 0.2 s) before the watchdog sleeps
 LEAD: Final = ((lambda: None), ())  # the job that makes a pool thread the loop thread
 
 
