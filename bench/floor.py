@@ -107,10 +107,11 @@ class Floor:
         if not data:
             sock.close()
             return False
-        line, _, headers = data.partition(b"\r\n")
+        line = data.partition(b"\r\n")[0]
         method, target, _ = line.split(b" ", 2)
         path, _, query = target.partition(b"?")
-        close = b"\nConnection: close" in headers or b"\nconnection: close" in headers
+        # In the whole head, not after the request line: the header may be the first one.
+        close = b"\nConnection: close" in data or b"\nconnection: close" in data
         environ = self.base.copy()
         environ["REQUEST_METHOD"] = method.decode("latin-1")
         environ["PATH_INFO"] = path.decode("latin-1")
