@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from brick import worker
-from brick.loop import EventLoop
+from brick.loop import EventLoop, LoopMoved
 from brick.worker import AppPool
 
 WAIT = 5.0  # seconds: every wait below is bounded
@@ -363,3 +363,31 @@ def test_a_callback_after_the_loop_closed_is_dropped_quietly() -> None:
     loop = EventLoop()
     loop.close()
     loop.call_soon_threadsafe(lambda: None)  # no write to the closed pipe, no error
+
+
+def test_callbacks_left_when_the_loop_moves_to_another_thread_run_there() -> None:
+    # A hand-back that lends the loop to an app and loses it leaves the turn at once; the
+    # other hand-backs of that turn must still run, in whichever thread runs the loop next.
+    loop = EventLoop()
+    ran: list[str] = []
+
+    def moved() -> None:
+        ran.append("moved")
+        raise LoopMoved(lambda: ran.append("its hand-back"))
+
+    loop.call_soon_threadsafe(moved)
+    loop.call_soon_threadsafe(lambda: ran.append("second"))
+    loop.call_soon_threadsafe(lambda: ran.append("third"))
+    with pytest.raises(LoopMoved) as raised:
+        loop.run_once(0)
+    assert ran == ["moved"]
+    raised.value.hand_back()
+
+    def next_loop_thread() -> None:
+        loop.run_once(0)
+
+    thread = threading.Thread(target=next_loop_thread)
+    thread.start()
+    thread.join(WAIT)
+    assert ran == ["moved", "its hand-back", "second", "third"]
+    loop.close()

@@ -105,7 +105,8 @@ class AppPool:
         self._finished_lock = threading.Lock()
         self._jobs: SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]] | None]
         self._jobs = SimpleQueue()
-        # The loop, lent to an app: `lend` runs it in a thread of ours (None: never lend).
+        # `lead` runs the loop in the calling thread until it is taken from it (None: the
+        # loop is never lent, every app runs in a pool thread).
         self._lead = lead
         self.leader = threading.get_ident()  # the thread running the loop
         self._lent = 0  # the number of the lend out now, 0 for none
