@@ -53,10 +53,11 @@ def draw(results: Results, path: Path, config: str | None = None, title: str = "
     apps = ordered((e["app"] for e in entries), APP_ORDER)
     modes = ordered((e["mode"] for e in entries), MODE_ORDER)
     families = ordered((e["family"] for e in entries), FAMILY_ORDER)
+    per_app = max(3.2, 0.62 * len(families))  # inches: room for every server's label
+    width = max(6.4, per_app * len(apps) + 0.6)
     fig, axes = plt.subplots(
-        len(modes), len(apps), figsize=(max(6.4, 3.2 * len(apps) + 0.6), 3.0 * len(modes) + 1.1),
-        squeeze=False,
-    )  # fmt: skip
+        len(modes), len(apps), figsize=(width, 3.0 * len(modes) + 1.1), squeeze=False
+    )
     for row, mode in enumerate(modes):
         for col, app in enumerate(apps):
             ax = axes[row][col]
