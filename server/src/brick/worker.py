@@ -140,7 +140,7 @@ class AppPool:
     def lend_loop(self) -> int:
         """The loop thread asks to run an app itself: the lend's number when a thread is
         free to take the loop over, else 0. Called from the loop thread only."""
-        if self._lead is None or self.submitted + self.taken - self.finished >= self.size:
+        if self._lead is None or self.full():
             return 0
         with self._lend_lock:
             self.lends += 1
