@@ -7,6 +7,7 @@ overlap; a connection is served while the pool is full) with generous bounds.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from test_process import (
     in_background,
     live_children,
     start,
+    stopped,
     wait_until,
     wait_workers,
     worker_pids_answering,
@@ -162,4 +164,22 @@ def test_quick_apps_run_in_the_loop_thread_and_a_slow_one_hands_the_loop_over(
         assert get(server, "/pid") == (200, str(worker))
     assert live_children(server.proc.pid) == {worker}
     assert "timed out" not in server.log()
+    assert "unexpected error" not in server.log()
+
+
+def test_term_ends_a_worker_whose_loop_moved_to_an_app_thread(serve: Serve, tmp_path: Path) -> None:
+    # After a takeover the loop runs in an app thread; a graceful stop must still end the
+    # worker cleanly, with the main thread serving as an app thread (whichever of the two
+    # leaves first ends the process).
+    server = start(serve, "-w", "1", "--threads", "2")
+    wait_workers(server.proc.pid, 1)
+    mark = tmp_path / "inside"
+    sleeper = in_background(lambda: get(server, f"/sleep?seconds=0.5&mark={mark}"))
+    wait_until(mark.exists, 10, "the sleeper inside the app")
+    sleeper["thread"].join(10)
+    assert sleeper["result"][0] == 200
+    assert get(server, "/thread")[1].startswith("brick-app_")  # the loop moved
+    server.proc.send_signal(signal.SIGTERM)
+    assert stopped(server, 15) == 0
+    assert "crashed" not in server.log()
     assert "unexpected error" not in server.log()

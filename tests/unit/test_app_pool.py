@@ -207,8 +207,12 @@ def test_a_lent_app_still_running_after_a_period_has_the_loop_taken_over(
     assert not app_threads.reclaim_loop(lend)
     assert app_threads.oldest_start(time.monotonic() + 100) < time.monotonic()
     assert app_threads.oldest_start(time.monotonic()) >= began - worker.TAKEOVER
-    app_threads.submit(lambda: None)  # one job more: both places are taken for a moment
-    app_threads.job_done(threading.get_ident())
+    release = threading.Event()
+    app_threads.submit(release.wait, WAIT)
+    assert app_threads.full()  # the taken app holds one of the two places
+    assert app_threads.lend_loop() == 0
+    release.set()
+    app_threads.job_done(threading.get_ident())  # the app returns: its place is free again
     later = time.monotonic() + 100
     deadline = time.monotonic() + WAIT
     while (app_threads.oldest_start(later) != later or app_threads.full()) and (

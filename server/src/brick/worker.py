@@ -185,7 +185,7 @@ class AppPool:
 
     def _take_over(self, lends: int) -> None:
         with self._lend_lock:
-            if not lends or self._lent != lends:
+            if self._lent != lends:
                 return  # it came back just now
             self._lent = 0
             # The app goes on as a job of the pool's, started about a period ago.
@@ -225,11 +225,8 @@ class AppPool:
         with self._finished_lock:
             self.finished += 1
 
-    def shutdown(self) -> None:
-        """Drop the jobs still queued and let every thread end after its current one.
-
-        Never waits: after a graceful timeout a thread may still be stuck in the app.
-        """
+    def drop_queued(self) -> None:
+        """Drop the jobs still queued: no app starts from now on."""
         self._closed = True
         self._unpark.set()
         try:
@@ -237,6 +234,13 @@ class AppPool:
                 self._jobs.get_nowait()
         except Empty:
             pass
+
+    def shutdown(self) -> None:
+        """Drop the jobs still queued and let every thread end after its current one.
+
+        Never waits: after a graceful timeout a thread may still be stuck in the app.
+        """
+        self.drop_queued()
         for _ in range(len(self._threads) + 1):  # and one for the first loop thread
             self._jobs.put(None)
 
@@ -555,11 +559,16 @@ class Worker:
         return True
 
     def _close_down(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
+        pool = self.pool
+        if pool is not None:
+            pool.drop_queued()
         for conn in list(self.service.connections.values()):
             conn.close()
         self.loop.close()
+        if pool is not None:
+            # Last: the main thread, when it follows, ends the process as soon as it is
+            # let go, so everything must be closed by then.
+            pool.shutdown()
 
     def _done(self) -> bool:
         if not self.stopping:
