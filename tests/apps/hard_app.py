@@ -11,6 +11,7 @@ Routes (query parameters in brackets); any other path is `/echo`:
     /big [size, marker]     `size` bytes from a generator in 64 KiB pieces; its close() writes
                             the number of bytes produced to the file `marker`
     /blob [size]            `size` bytes as one bytes object in a list (an "ordinary" response)
+    /file [size]            `size` bytes (zeros) from a temporary file, sent by wsgi.file_wrapper
     /boom                   raises before start_response
     /boom-mid               yields one piece, then raises
     /sleep [s]              sleeps s seconds (at most 30)
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -105,6 +107,16 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
             [("Content-Type", "application/octet-stream"), ("Content-Length", str(size)), pid],
         )
         return [blob]
+    if path == "/file":
+        size = int(query.get("size", "0"))
+        file = tempfile.TemporaryFile()  # noqa: SIM115 (the server closes it after sending)
+        file.truncate(size)
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/octet-stream"), ("Content-Length", str(size)), pid],
+        )
+        wrapper: Iterable[bytes] = environ["wsgi.file_wrapper"](file, PIECE)
+        return wrapper
     if path == "/boom":
         raise RuntimeError("hard_app failed before start_response")
     if path == "/boom-mid":

@@ -29,7 +29,12 @@ def start(serve: object, *options: str) -> Server:
 STALL_LIMIT_S = 2.0
 
 
-@pytest.mark.parametrize("route", ["big", "blob"], ids=["streamed", "one-piece"])
+# The connection's socket is not made non-blocking: every send says MSG_DONTWAIT, and only
+# the file route (os.sendfile, no flags) needs the descriptor non-blocking. Each route takes
+# one of the three ways out: send, sendmsg, sendfile.
+@pytest.mark.parametrize(
+    "route", ["big", "blob", "file"], ids=["streamed", "one-piece", "file-wrapper"]
+)
 def test_a_client_that_stops_reading_does_not_stall_others(serve: object, route: str) -> None:
     """One worker, one (default) thread: a client asks for 64 MiB and never reads it."""
     srv = start(serve, "--workers", "1", "--send-timeout", "20")

@@ -85,10 +85,13 @@ def test_connection_close_from_app(server: Server, tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_close_with_unread_input_does_not_lose_the_response(server: Server) -> None:
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_close_with_unread_input_does_not_lose_the_response(serve: Serve, threads: str) -> None:
     # The server closes after a large Connection: close response while the client has sent
     # more it will never read. A plain close() would reset the connection and throw away the
     # part of the response still queued in the kernel; the server must linger instead.
+    # (With threads the app's thread waits for the client; without, the loop does.)
+    server = serve_conn(serve, "--threads", threads)
     size = 8 << 20
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -7,11 +7,12 @@ long pipeline answered after one flush) are reached every time.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from brick.connection import Connection, Service
+from brick.connection import LINGERING, Connection, Service
 from brick.loop import EVENT_WRITE
 from brick.parser import Request, RequestParser
 from test_wsgi import StartResponse, make_builder
@@ -23,6 +24,12 @@ BIG = b"GET /big HTTP/1.1\r\nHost: test\r\n\r\n"
 BIG_SIZE = 100_000
 
 
+def must_not_block(flags: int) -> None:
+    # A worker's accepted socket is blocking at the kernel level: only the flag keeps a
+    # recv or send from stalling the whole worker.
+    assert flags & socket.MSG_DONTWAIT, "a recv or send without MSG_DONTWAIT"
+
+
 class ScriptedSocket:
     """Hands out `incoming` once; takes at most `room` bytes per send (None: everything)."""
 
@@ -31,28 +38,31 @@ class ScriptedSocket:
         self.room: int | None = 0
         self.sent = bytearray()
         self.closed = False
+        self.shut = False
 
     def fileno(self) -> int:
         return 99
 
-    def recv(self, size: int) -> bytes:
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        must_not_block(flags)
         if not self.incoming:
             raise BlockingIOError
         data, self.incoming = self.incoming[:size], self.incoming[size:]
         return data
 
     def send(self, data: bytes, flags: int = 0) -> int:
+        must_not_block(flags)
         taken = len(data) if self.room is None else min(self.room, len(data))
         if not taken:
             raise BlockingIOError
         self.sent += data[:taken]
         return taken
 
-    def sendmsg(self, parts: Iterable[bytes]) -> int:
-        return self.send(b"".join(parts))
+    def sendmsg(self, parts: Iterable[bytes], ancdata: object = (), flags: int = 0) -> int:
+        return self.send(b"".join(parts), flags)
 
     def shutdown(self, how: int) -> None:
-        pass
+        self.shut = True
 
     def close(self) -> None:
         self.closed = True
@@ -102,3 +112,54 @@ def test_a_long_pipeline_behind_a_large_response_is_answered_after_one_flush() -
     assert responses[0].endswith(b"x" * BIG_SIZE)
     assert all(r.endswith(b"\r\n\r\nhello\n") for r in responses[1:])
     assert not sock.closed and conn.parser.buffered == 0
+
+
+CLOSE = b"GET /hello HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+BIG_CLOSE = b"GET /big HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+
+
+@pytest.fixture
+def kernel_asked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Each time a Connection asks the kernel for unread input; the answer is always yes
+    (the client sent more), so a connection that asks shuts its side and lingers."""
+    asked: list[int] = []
+
+    def unread_input(conn: Connection) -> bool:
+        asked.append(conn.fd)
+        return True
+
+    monkeypatch.setattr(Connection, "_unread_input", unread_input)
+    return asked
+
+
+def serve(
+    incoming: bytes, room: int | None, draining: bool = False
+) -> tuple[Connection, ScriptedSocket]:
+    sock = ScriptedSocket(incoming)
+    sock.room = room
+    service = Service(app=app, loop=RecordingLoop(), draining=draining)  # type: ignore[arg-type]
+    conn = Connection(service, sock, ("127.0.0.1", "5555"), make_builder())  # type: ignore[arg-type]
+    return conn, sock
+
+
+def test_after_a_response_that_waited_for_the_client_the_close_asks_and_lingers(
+    kernel_asked: list[int],
+) -> None:
+    # While the loop was sending the rest, the client may have sent more despite its
+    # close: closing over unread input would reset the connection and could destroy the
+    # end of the response, so the connection asks and lingers.
+    conn, sock = serve(BIG_CLOSE, room=0)
+    assert not sock.sent  # the response waits for the client
+    sock.room = None
+    conn.handle_event(EVENT_WRITE)
+    assert sock.sent.endswith(b"x" * BIG_SIZE)
+    assert kernel_asked == [99]
+    assert sock.shut and not sock.closed and conn.state == LINGERING
+
+
+def test_a_close_the_server_decides_asks_for_unread_input(kernel_asked: list[int]) -> None:
+    # A keep-alive client of a draining worker may send its next request at any moment.
+    conn, sock = serve(HELLO, room=None, draining=True)
+    assert sock.sent.endswith(b"\r\n\r\nhello\n") and b"Connection: close" in sock.sent
+    assert kernel_asked == [99]
+    assert sock.shut and conn.state == LINGERING

@@ -88,6 +88,12 @@ HIGH_WATER: Final = 1 << 20  # pending bytes beyond which a still-producing app 
 LOW_WATER: Final = HIGH_WATER // 2  # ... and resumes
 HARD_WATER: Final = 4 * HIGH_WATER  # an app that cannot pause (write()) waits beyond this
 _MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)  # Linux: hold a partial segment
+# Every recv and send says MSG_DONTWAIT, so it never blocks whatever the descriptor's mode:
+# the worker then need not make each accepted socket non-blocking (an ioctl per connection,
+# see worker.Listener). Only os.sendfile, which takes no flags, needs the descriptor itself
+# non-blocking; `sendfile` makes it so.
+_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+_LAST: Final = _MSG_MORE | _DONTWAIT
 
 
 class Executor(Protocol):
@@ -294,7 +300,7 @@ class Connection:
         """
         if self.parser.buffered < READ_AHEAD:
             try:
-                data = self.sock.recv(RECV_SIZE)
+                data = self.sock.recv(RECV_SIZE, _DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -306,7 +312,7 @@ class Connection:
 
     def _discard(self) -> None:
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.sock.recv(RECV_SIZE, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -318,7 +324,7 @@ class Connection:
 
     def _on_readable(self) -> None:
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.sock.recv(RECV_SIZE, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -599,7 +605,7 @@ class Connection:
             self._queue(data)
             return
         try:
-            sent = self.sock.send(data, _MSG_MORE if last else 0)
+            sent = self.sock.send(data, _LAST if last else _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
@@ -615,7 +621,7 @@ class Connection:
                 self.write(part)
             return
         try:
-            sent = self.sock.sendmsg(parts)
+            sent = self.sock.sendmsg(parts, (), _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
@@ -637,6 +643,9 @@ class Connection:
         returned is `count` unless the file turned out shorter right away.
         """
         total = 0
+        # os.sendfile takes no MSG_DONTWAIT: the descriptor itself must not block (this
+        # file, and what `_send_some` sends of it later).
+        self.sock.setblocking(False)
         if self.file_fd >= 0:
             self._drain(0)  # a second file in one response: send the first one whole
         if not self.outbuf:
@@ -686,7 +695,7 @@ class Connection:
         """Send what the kernel takes now, pending bytes before the pending file."""
         if self.outbuf:
             try:
-                sent = self.sock.send(self.outbuf)
+                sent = self.sock.send(self.outbuf, _DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return 0
             except OSError as exc:
