@@ -210,7 +210,7 @@ def test_a_lent_app_still_running_after_a_period_has_the_loop_taken_over(
     release = threading.Event()
     app_threads.submit(release.wait, WAIT)
     assert app_threads.full()  # the taken app holds one of the two places
-    assert app_threads.lend_loop() == 0
+    assert app_threads.lend_loop() is None
     release.set()
     app_threads.job_done(threading.get_ident())  # the app returns: its place is free again
     later = time.monotonic() + 100
@@ -229,7 +229,7 @@ def test_the_loop_is_not_lent_while_every_thread_is_busy(
     app_threads, _leads = lending(1)
     release = threading.Event()
     app_threads.submit(release.wait, WAIT)
-    assert app_threads.lend_loop() == 0  # nobody could take the loop over
+    assert app_threads.lend_loop() is None  # nobody could take the loop over
     release.set()
     deadline = time.monotonic() + WAIT
     while app_threads.full() and time.monotonic() < deadline:

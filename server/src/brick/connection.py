@@ -96,18 +96,21 @@ _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _LAST: Final = _MSG_MORE | _DONTWAIT
 
 
+Lend = list[bool]  # the loop lent to an app: a claim, taken by one thread (worker.AppPool)
+
+
 class Executor(Protocol):
     """The app threads (worker.AppPool): runs `fn(*args)` in another thread, or lends the
     loop thread to an app while a free thread stands by to take the loop over."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> object: ...
 
-    def lend_loop(self) -> int:
-        """Whether the loop thread may run an app itself now (a thread is free): the lend's
-        number, or 0."""
+    def lend_loop(self) -> Lend | None:
+        """Whether the loop thread may run an app itself now (a thread is free): the lend,
+        or None."""
         ...
 
-    def reclaim_loop(self, lend: int) -> bool:
+    def reclaim_loop(self, lend: Lend) -> bool:
         """After such an app: whether this thread still runs the loop (False: taken over)."""
         ...
 
@@ -449,7 +452,7 @@ class Connection:
         executor = service.executor
         if executor is not None:
             lend = executor.lend_loop()
-            if not lend:
+            if lend is None:
                 executor.submit(self._run_in_thread, environ, request, keep_alive)
                 return
             # A thread is free, and stands by: the app runs here, in the loop thread, with

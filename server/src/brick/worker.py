@@ -45,7 +45,7 @@ from types import FrameType
 from typing import IO, Any, Final, cast
 
 from brick.config import Config
-from brick.connection import Connection, Service
+from brick.connection import Connection, Lend, Service
 from brick.listeners import server_name_port
 from brick.logs import AccessLog, LogFile, debug_http_printer, reopen_logs
 from brick.loop import EVENT_READ, EventLoop, LoopMoved
@@ -117,9 +117,8 @@ class AppPool:
         # loop is never lent, every app runs in a pool thread).
         self._lead = lead
         self.leader = threading.get_ident()  # the thread running the loop
-        self._lent = 0  # the number of the lend out now, 0 for none
-        self.lends = 0
-        self._lend_lock = threading.Lock()
+        self._lent: Lend = []  # the latest lend (see lend_loop)
+        self._lend_lock = threading.Lock()  # held by the watchdog over a takeover
         self._parked = False  # the watchdog sleeps until the next lend
         self._unpark = threading.Event()
         self._closed = False
@@ -145,57 +144,61 @@ class AppPool:
 
     # -- lending the loop --------------------------------------------------------------
 
-    def lend_loop(self) -> int:
-        """The loop thread asks to run an app itself: the lend's number when a thread is
-        free to take the loop over, else 0. Called from the loop thread only."""
-        if self._lead is None or self.full():
-            return 0
-        with self._lend_lock:
-            self.lends += 1
-            self._lent = lend = self.lends
+    def lend_loop(self) -> Lend | None:
+        """The loop thread asks to run an app itself: the lend when a thread is free to
+        take the loop over, else None. Called from the loop thread only.
+
+        A lend is a list of one item, a claim on the loop: whoever pops it first has the
+        loop, the app's thread coming back (`reclaim_loop`) or the watchdog taking over.
+        list.pop is atomic, so a lend costs no lock; each lend is a new list, so a thread
+        that lost the loop cannot claim a later lend made by the loop's new thread.
+        """
+        if self._lead is None or self.submitted + self.taken - self.finished >= self.size:
+            return None
+        self._lent = lend = [True]
         if self._parked:
             self._parked = False
             self._unpark.set()
         return lend
 
-    def reclaim_loop(self, lend: int) -> bool:
-        """The app of lend `lend` returned: whether its thread still runs the loop. (Once
-        taken over, the loop may have been lent again by its new thread: the number tells
-        that lend from ours.)"""
-        with self._lend_lock:
-            if self._lent != lend:
+    def reclaim_loop(self, lend: Lend) -> bool:
+        """The app of `lend` returned: whether its thread still runs the loop."""
+        try:
+            lend.pop()
+        except IndexError:
+            with self._lend_lock:  # taken over: wait until the watchdog has noted it
                 return False
-            self._lent = 0
         return True
 
     def _watch(self) -> None:
         """Every TAKEOVER seconds: take the loop from an app lent it a whole period ago."""
-        seen = -1
+        seen = self._lent
         quiet = 0
         while not self._closed:
             time.sleep(TAKEOVER)
-            lends = self.lends
-            if lends != seen:
-                seen, quiet = lends, 0  # lent since the last look: it gets a whole period
+            lend = self._lent
+            if lend is not seen:
+                seen, quiet = lend, 0  # lent since the last look: it gets a whole period
                 continue
-            if lends and self._lent == lends:
-                self._take_over(lends)
+            if lend:  # still out, a whole period later
+                self._take_over(lend)
                 continue
             quiet += 1
             if quiet >= PARK_AFTER:
                 # Nothing lent for a while: sleep until the next lend, and wake no more.
                 self._unpark.clear()
                 self._parked = True
-                if self.lends == seen:  # (a lend that missed the flag wakes nobody)
+                if self._lent is seen:  # (a lend that missed the flag wakes nobody)
                     self._unpark.wait()
                 self._parked = False
                 quiet = 0
 
-    def _take_over(self, lends: int) -> None:
+    def _take_over(self, lend: Lend) -> None:
         with self._lend_lock:
-            if self._lent != lends:
+            try:
+                lend.pop()
+            except IndexError:
                 return  # it came back just now
-            self._lent = 0
             # The app goes on as a job of the pool's, started about a period ago.
             self.running[self.leader] = time.monotonic() - TAKEOVER
             self.taken += 1
