@@ -13,7 +13,10 @@ randomization is off (PYTHONHASHSEED=0), so dictionaries probe the same way each
 
 The kernel's work (the system calls, TCP, the loopback) is not in the count, nor are
 waits: compare two versions of brick's own code with it, never brick against another
-server, and never against the CPU figures of `make bench`.
+server, and never against the CPU figures of `make bench`. The one exception is the floor
+(`--server floor`, bench/floor.py): it runs the same app on the same interpreter with
+nothing of a server's own, so brick's count minus the floor's is what brick's own code
+costs a request.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ _TOTALS = re.compile(r"^(?:totals|summary):\s+(\d+)", re.MULTILINE)
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app", default="wsgi", choices=list(APPS))
+    parser.add_argument(
+        "--server", default="brick", choices=["brick", "floor"], help="what is counted"
+    )
     parser.add_argument("--path", default="/hello", help="the URL path requested")
     parser.add_argument("--threads", type=int, default=1, help="brick --threads")
     parser.add_argument("--close", action="store_true", help="send Connection: close")
@@ -77,39 +83,53 @@ def drive(host: str, port: int, path: str, requests: int, close: bool) -> None:
         conn.close()
 
 
+def serving_file(files: list[Path], first_pid: int, one_process: bool) -> Path:
+    """The callgrind file of the process that served: brick's one worker (not the master,
+    the process started first), or the floor's only process."""
+    if not one_process:
+        files = [f for f in files if f.name != f"callgrind.{first_pid}"]
+    if len(files) != 1:
+        names = sorted(f.name for f in files)
+        raise ServerError(f"expected the callgrind file of one serving process, found {names}")
+    return files[0]
+
+
 def counted_run(options: argparse.Namespace, requests: int, outdir: Path) -> int:
-    """Start brick under callgrind, send `requests`, stop it: the worker's instructions."""
+    """Start the server under callgrind, send `requests`, stop it: the serving process's
+    instructions."""
     outdir.mkdir(parents=True, exist_ok=True)
     for old in outdir.glob("callgrind.*"):
         old.unlink()
-    spec = ServerSpec("brick", 1, options.threads)
+    spec = ServerSpec(options.server, 1, options.threads)
     server = ServerProcess(spec, options.app, outdir, cpu=None, extra_env={"PYTHONHASHSEED": "0"})
-    brick = spec.command(options.app, server.host, server.port)
+    command = spec.command(options.app, server.host, server.port)
     server.command = ["valgrind", "--tool=callgrind", "--quiet",
-                      f"--callgrind-out-file={outdir}/callgrind.%p", *brick]  # fmt: skip
+                      f"--callgrind-out-file={outdir}/callgrind.%p", *command]  # fmt: skip
     server.start(timeout=START_TIMEOUT)
     try:
-        master = server.pid
+        first_pid = server.pid
         drive(server.host, server.port, options.path, requests, options.close)
     finally:
         server.stop(timeout=STOP_TIMEOUT)
-    workers = [f for f in outdir.glob("callgrind.*") if f.name != f"callgrind.{master}"]
-    if len(workers) != 1:
-        raise ServerError(f"expected one worker's callgrind file in {outdir}, found {workers}")
-    return total_instructions(workers[0].read_text(errors="replace"))
+    found = serving_file(list(outdir.glob("callgrind.*")), first_pid, spec.processes == 1)
+    return total_instructions(found.read_text(errors="replace"))
 
 
 def main(options: argparse.Namespace) -> int:
     if options.requests < 1 or options.base < 1:
         print("bench count: --requests and --base must be at least 1", file=sys.stderr)
         return 2
+    if options.server == "floor" and options.threads != 1:
+        print("bench count: the floor has one thread (no --threads)", file=sys.stderr)
+        return 2
     if shutil.which("valgrind") is None:
         print("bench count: valgrind is needed (apt-get install valgrind)", file=sys.stderr)
         return 2
     mode = "Connection: close" if options.close else "keep-alive"
-    what = f"brick --threads {options.threads}, {options.app} {options.path}, {mode}"
+    server = "the floor" if options.server == "floor" else f"brick --threads {options.threads}"
+    what = f"{server}, {options.app} {options.path}, {mode}"
     print(f"{what}: two runs under callgrind (a few minutes)", file=sys.stderr)
-    tag = f"{options.app}-{os.getpid()}"
+    tag = f"{options.server}-{options.app}-{os.getpid()}"
     try:
         short = counted_run(options, options.base, COUNT_DIR / f"{tag}-short")
         long = counted_run(options, options.base + options.requests, COUNT_DIR / f"{tag}-long")

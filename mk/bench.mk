@@ -6,6 +6,7 @@
 #   make bench BENCH_APPS=wsgi BENCH_SERVERS=brick,granian BENCH_DURATION=10
 #   make profile APP=django PROFILER=py-spy
 #   make count APP=wsgi BENCH_ARGS=--close   instructions per request (callgrind)
+#   make count APP=django BENCH_ARGS="--server floor"   the same for bench/floor.py
 
 # Its own virtualenv, so granian, waitress and py-spy stay out of .venv; every server the
 # benchmark starts runs on this one interpreter, with the server and the apps installed here.

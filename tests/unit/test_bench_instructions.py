@@ -124,3 +124,25 @@ def test_a_request_count_below_one_is_refused(
     assert bench_main(["count", flag, "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "bench count: --requests and --base must be at least 1"
+
+
+def test_the_floor_with_threads_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["count", "--server", "floor", "--threads", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "bench count: the floor has one thread (no --threads)"
+
+
+def test_brick_is_counted_in_its_worker_not_its_master(tmp_path: Path) -> None:
+    master, worker = tmp_path / "callgrind.100", tmp_path / "callgrind.101"
+    assert instructions.serving_file([master, worker], 100, one_process=False) == worker
+
+
+def test_the_floor_is_counted_in_its_only_process(tmp_path: Path) -> None:
+    floor = tmp_path / "callgrind.100"
+    assert instructions.serving_file([floor], 100, one_process=True) == floor
+
+
+def test_more_serving_processes_than_one_is_an_error(tmp_path: Path) -> None:
+    files = [tmp_path / f"callgrind.{pid}" for pid in (100, 101, 102)]
+    with pytest.raises(ServerError, match=r"found \['callgrind.101', 'callgrind.102'\]"):
+        instructions.serving_file(files, 100, one_process=False)
