@@ -23,14 +23,14 @@ message is complete. Pipelined requests wait in the parser's buffer and are answ
 one at a time. Any `HTTPError` from the parser is answered with its status and the connection
 closes, so nothing after a refused request is ever parsed.
 
-Writing: the connection is the `Output` of `wsgi.run_app`. It sends at once on the non-blocking
-socket and keeps what the kernel did not take (bytes in `outbuf`, a `wsgi.file_wrapper` file as
-a duplicated descriptor and a range). When the app is done, whatever is pending is flushed by
-the loop, so a slow reader of a response never holds the loop or an app thread. A streamed
-body that gets more than `HIGH_WATER` bytes ahead of the client is paused (`run_app` returns
-a `Suspended` response) and resumed by the loop below `LOW_WATER`; only a writer that cannot
-pause (the write() callable, an app thread) waits for the client. Memory per connection stays
-bounded either way.
+Writing: the connection is the `Output` of `wsgi.run_app`. It sends at once, never waiting
+(MSG_DONTWAIT), and keeps what the kernel did not take (bytes in `outbuf`, a
+`wsgi.file_wrapper` file as a duplicated descriptor and a range). When the app is done,
+whatever is pending is flushed by the loop, so a slow reader of a response never holds the
+loop or an app thread. A streamed body that gets more than `HIGH_WATER` bytes ahead of the
+client is paused (`run_app` returns a `Suspended` response) and resumed by the loop below
+`LOW_WATER`; only a writer that cannot pause (the write() callable, an app thread) waits for
+the client. Memory per connection stays bounded either way.
 
 The last bytes of a response after which the connection closes are sent with MSG_MORE: the
 kernel holds them until the close, which sets its FIN on the same segment, so the client is
