@@ -1,7 +1,8 @@
 """What brick remembers about requests and responses that repeat, and that it never shows.
 
 A head seen before is served from the parser's head cache, its environ is copied from a
-kept template, and a status and header list seen before reuse their checked header block.
+kept template, a status and header list seen before reuse their checked header block, and
+a response head repeated within its second is sent again as it was built.
 Each cache must give exactly what the work it saves would have given: these tests compare
 the cached answer with a freshly computed one, and check the cases that must not be cached.
 """
@@ -14,8 +15,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from brick import response, wsgi
 from brick.errors import HTTPError
 from brick.parser import END, NEED_DATA, Limits, Request, RequestParser
+from brick.response import SERVER_HEADER
 from brick.wsgi import EnvironBuilder, run_app
 from test_wsgi import (  # noqa: F401 (errlog is a fixture)
     PEER,
@@ -254,3 +257,58 @@ def test_a_repeated_status_is_checked_with_its_headers() -> None:
     assert parse_response(respond(headers, status="201 Created")[0]).status == 201
     assert parse_response(respond(headers, status="201 Created\r\nX: y")[0]).status == 500
     assert parse_response(respond(headers, status="204 No Content")[0]).body == b""
+
+
+# -- response heads -------------------------------------------------------------------------
+
+
+def test_a_repeated_head_is_kept_for_its_second_and_its_date_moves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1_700_000_000.25]
+    monkeypatch.setattr(response.time, "time", lambda: now[0])
+    block = "Content-Type: text/plain\r\nContent-Length: 6\r\n"
+    first = response.usual_head("200 OK", block)
+    assert first == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
+        b"Date: Tue, 14 Nov 2023 22:13:20 GMT\r\n" + SERVER_HEADER.encode() + b"\r\n"
+    )
+    now[0] += 0.5
+    assert response.usual_head("200 OK", block) is first  # the same second: kept
+    assert response.usual_head("404 Not Found", block).startswith(b"HTTP/1.1 404 Not Found\r\n")
+    now[0] += 1
+    later = response.usual_head("200 OK", block)
+    assert b"Date: Tue, 14 Nov 2023 22:13:21 GMT\r\n" in later
+    assert later.replace(b":21 GMT", b":20 GMT") == first
+
+
+def test_the_heads_kept_are_bounded() -> None:
+    for n in range(3 * response._HEADS_MAX):
+        head = response.usual_head("200 OK", f"Content-Length: {n}\r\n")
+        assert head.startswith(f"HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nDate: ".encode())
+    assert len(response._heads) <= response._HEADS_MAX
+
+
+def test_only_keep_alive_http_1_1_heads_without_the_apps_date_or_server_are_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kept: list[str] = []
+    monkeypatch.setattr(wsgi, "usual_head", lambda status, block: kept.append(block) or b"")
+    cases = [
+        ("HTTP/1.1", [], True),
+        ("HTTP/1.0", [], True),
+        ("HTTP/1.1", [("Date", "Tue, 14 Nov 2023 22:13:20 GMT")], True),
+        ("HTTP/1.1", [("Server", "app")], True),
+        ("HTTP/1.1", [], False),
+    ]
+    for version, extra, keep_alive in cases:
+        parser = RequestParser()
+        parser.feed(f"GET / {version}\r\nHost: t\r\n\r\n".encode())
+        request = parser.next_event()
+        assert isinstance(request, Request)
+        out = MemoryOutput()
+        headers = [("Content-Length", "2"), *extra]
+        cycle = wsgi._Cycle(request, out, keep_alive)
+        cycle.start_response("200 OK", headers)
+        cycle.send_whole([b"ok"])
+    assert kept == ["Content-Length: 2\r\n"]  # only the first case

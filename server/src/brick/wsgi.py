@@ -47,6 +47,7 @@ from brick.response import (
     chunk,
     date_header,
     error_response,
+    usual_head,
 )
 
 log = logging.getLogger("brick.error")
@@ -572,19 +573,25 @@ class _Cycle:
                 block += "Transfer-Encoding: chunked\r\n"
             else:
                 self.keep_alive = False  # close-delimited (RFC 9112 §6.3 rule 8)
+        if self.app_close:
+            self.keep_alive = False
+        self.head_sent = True
+        if (
+            self.keep_alive
+            and not self.has_date
+            and not self.has_server
+            and self.request.version == "HTTP/1.1"
+        ):
+            return usual_head(self.status, block)  # kept for the second: no building
         if not self.has_date:
             block += date_header()
         if not self.has_server:
             block += SERVER_HEADER
-        if self.app_close:
-            self.keep_alive = False
         if not self.keep_alive:
             block += "Connection: close\r\n"
         elif self.request.version == "HTTP/1.0":
             block += "Connection: keep-alive\r\n"
-        head = build_head(self.status, block)
-        self.head_sent = True
-        return head
+        return build_head(self.status, block)
 
     def write(self, data: bytes) -> None:
         """The `write()` callable. Sends the head at once, even for an empty string."""
