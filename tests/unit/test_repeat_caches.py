@@ -268,32 +268,38 @@ def test_a_repeated_head_is_kept_for_its_second_and_its_date_moves_on(
     now = [1_700_000_000.25]
     monkeypatch.setattr(response.time, "time", lambda: now[0])
     block = "Content-Type: text/plain\r\nContent-Length: 6\r\n"
-    first = response.usual_head("200 OK", block)
+    first = response.usual_head("200 OK", block, False)
     assert first == (
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
         b"Date: Tue, 14 Nov 2023 22:13:20 GMT\r\n" + SERVER_HEADER.encode() + b"\r\n"
     )
     now[0] += 0.5
-    assert response.usual_head("200 OK", block) is first  # the same second: kept
-    assert response.usual_head("404 Not Found", block).startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert response.usual_head("200 OK", block, False) is first  # the same second: kept
+    assert response.usual_head("404 Not Found", block, False).startswith(
+        b"HTTP/1.1 404 Not Found\r\n"
+    )
+    closing = response.usual_head("200 OK", block, True)
+    assert closing == first[:-2] + b"Connection: close\r\n\r\n"
     now[0] += 1
-    later = response.usual_head("200 OK", block)
+    later = response.usual_head("200 OK", block, False)
     assert b"Date: Tue, 14 Nov 2023 22:13:21 GMT\r\n" in later
     assert later.replace(b":21 GMT", b":20 GMT") == first
 
 
 def test_the_heads_kept_are_bounded() -> None:
     for n in range(3 * response._HEADS_MAX):
-        head = response.usual_head("200 OK", f"Content-Length: {n}\r\n")
+        head = response.usual_head("200 OK", f"Content-Length: {n}\r\n", n % 2 == 0)
         assert head.startswith(f"HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nDate: ".encode())
     assert len(response._heads) <= response._HEADS_MAX
 
 
-def test_only_keep_alive_http_1_1_heads_without_the_apps_date_or_server_are_kept(
+def test_only_http_1_1_heads_without_the_apps_date_or_server_are_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    kept: list[str] = []
-    monkeypatch.setattr(wsgi, "usual_head", lambda status, block: kept.append(block) or b"")
+    kept: list[tuple[str, bool]] = []
+    monkeypatch.setattr(
+        wsgi, "usual_head", lambda status, block, close: kept.append((block, close)) or b""
+    )
     cases = [
         ("HTTP/1.1", [], True),
         ("HTTP/1.0", [], True),
@@ -311,4 +317,4 @@ def test_only_keep_alive_http_1_1_heads_without_the_apps_date_or_server_are_kept
         cycle = wsgi._Cycle(request, out, keep_alive)
         cycle.start_response("200 OK", headers)
         cycle.send_whole([b"ok"])
-    assert kept == ["Content-Length: 2\r\n"]  # only the first case
+    assert kept == [("Content-Length: 2\r\n", False), ("Content-Length: 2\r\n", True)]

@@ -45,28 +45,32 @@ def build_head(status: str, header_block: str) -> bytes:
     return f"HTTP/1.1 {status}\r\n{header_block}\r\n".encode("latin-1")
 
 
-# The usual heads of the current second, by status and header block: a response repeated
-# within the second (the same app answer to the same request) reuses its head instead of
-# building and encoding it again. Cleared each second, since they carry the Date.
-_heads: dict[tuple[str, str], bytes] = {}
+# The usual heads of the current second, by status, header block and whether the
+# connection closes: a response repeated within the second (the same app answer to the
+# same request) reuses its head instead of building and encoding it again. Cleared each
+# second, since they carry the Date.
+_heads: dict[tuple[str, str, bool], bytes] = {}
 _heads_second = 0
 _HEADS_MAX: Final = 256
 
 
-def usual_head(status: str, header_block: str) -> bytes:
-    """`build_head` with our Date and Server added: the head of a keep-alive HTTP/1.1
-    response whose app set neither."""
+def usual_head(status: str, header_block: str, close: bool) -> bytes:
+    """`build_head` with our Date and Server added, and `Connection: close` if `close`: the
+    head of an HTTP/1.1 response whose app set neither Date nor Server."""
     global _heads_second
     now = int(time.time())
     if now != _heads_second:
         _heads.clear()
         _heads_second = now
-    key = (status, header_block)
+    key = (status, header_block, close)
     head = _heads.get(key)
     if head is None:
         if len(_heads) >= _HEADS_MAX:
             _heads.clear()
-        head = _heads[key] = build_head(status, f"{header_block}{date_header()}{SERVER_HEADER}")
+        block = f"{header_block}{date_header()}{SERVER_HEADER}"
+        if close:
+            block += "Connection: close\r\n"
+        head = _heads[key] = build_head(status, block)
     return head
 
 

@@ -576,13 +576,9 @@ class _Cycle:
         if self.app_close:
             self.keep_alive = False
         self.head_sent = True
-        if (
-            self.keep_alive
-            and not self.has_date
-            and not self.has_server
-            and self.request.version == "HTTP/1.1"
-        ):
-            return usual_head(self.status, block)  # kept for the second: no building
+        if not self.has_date and not self.has_server and self.request.version == "HTTP/1.1":
+            # Kept for the second: no building.
+            return usual_head(self.status, block, not self.keep_alive)
         if not self.has_date:
             block += date_header()
         if not self.has_server:
