@@ -114,7 +114,6 @@ def test_a_long_pipeline_behind_a_large_response_is_answered_after_one_flush() -
     assert not sock.closed and conn.parser.buffered == 0
 
 
-CLOSE = b"GET /hello HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
 BIG_CLOSE = b"GET /big HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
 
 

@@ -94,6 +94,10 @@ _MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)  # Linux: hold a partial segme
 # non-blocking; `sendfile` makes it so.
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _LAST: Final = _MSG_MORE | _DONTWAIT
+# What the worker adds to an accepted socket's type so that Python takes it as non-blocking
+# without a system call; 0 where the flags are missing (not Linux), and the worker then
+# makes the descriptor non-blocking as usual.
+NONBLOCK_TYPE: Final = getattr(socket, "SOCK_NONBLOCK", 0) if _DONTWAIT else 0
 
 
 Lend = list[bool]  # the loop lent to an app: a claim, taken by one thread (worker.AppPool)

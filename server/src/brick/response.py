@@ -47,27 +47,27 @@ def build_head(status: str, header_block: str) -> bytes:
 
 # The usual heads of the current second, by status, header block and whether the
 # connection closes: a response repeated within the second (the same app answer to the
-# same request) reuses its head instead of building and encoding it again. Cleared each
-# second, since they carry the Date.
+# same request) reuses its head instead of building and encoding it again. They carry the
+# Date, so they are dropped whenever `date_header` gives a new line.
 _heads: dict[tuple[str, str, bool], bytes] = {}
-_heads_second = 0
+_heads_date = ""
 _HEADS_MAX: Final = 256
 
 
 def usual_head(status: str, header_block: str, close: bool) -> bytes:
     """`build_head` with our Date and Server added, and `Connection: close` if `close`: the
     head of an HTTP/1.1 response whose app set neither Date nor Server."""
-    global _heads_second
-    now = int(time.time())
-    if now != _heads_second:
+    global _heads_date
+    date = date_header()
+    if date is not _heads_date:
         _heads.clear()
-        _heads_second = now
+        _heads_date = date
     key = (status, header_block, close)
     head = _heads.get(key)
     if head is None:
         if len(_heads) >= _HEADS_MAX:
             _heads.clear()
-        block = f"{header_block}{date_header()}{SERVER_HEADER}"
+        block = f"{header_block}{date}{SERVER_HEADER}"
         if close:
             block += "Connection: close\r\n"
         head = _heads[key] = build_head(status, block)

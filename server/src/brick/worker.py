@@ -45,7 +45,7 @@ from types import FrameType
 from typing import IO, Any, Final, cast
 
 from brick.config import Config
-from brick.connection import Connection, Lend, Service
+from brick.connection import NONBLOCK_TYPE, Connection, Lend, Service
 from brick.listeners import server_name_port
 from brick.logs import AccessLog, LogFile, debug_http_printer, reopen_logs
 from brick.loop import EVENT_READ, EventLoop, LoopMoved
@@ -57,14 +57,6 @@ log = logging.getLogger("brick.error")
 SWEEP_INTERVAL = 0.1  # how often deadlines are checked; timeouts are accurate to this
 DRAIN_IDLE = 0.5  # when draining, an idle connection gets this long to send one more request
 _ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-# An accepted socket is made non-blocking per call, not per descriptor: connection.py sends
-# and receives with MSG_DONTWAIT. A socket object built with SOCK_NONBLOCK in its type gets
-# a zero timeout from Python with no system call, which spares the ioctl a
-# setblocking(False) costs on every connection. Without these flags (not Linux) the
-# descriptor is made non-blocking as usual.
-_NONBLOCK_TYPE: Final = (
-    getattr(socket, "SOCK_NONBLOCK", 0) if hasattr(socket, "MSG_DONTWAIT") else 0
-)
 # --threads: how often the watchdog looks at an app the loop thread runs; one still running
 # at the next look (after one to two periods) has the loop taken from it. Shorter holds the
 # other clients up less when an app is slow, but each look costs a busy worker far more
@@ -296,7 +288,10 @@ class Listener:
         # C-level _socket.socket: a connection needs none of the Python layer's extras
         # (makefile, io refs), and skipping it spares two Python frames per connection.
         self._accept = sock._accept  # type: ignore[attr-defined]  # (fd, address)
-        self._kind = (int(sock.family), int(sock.type) | _NONBLOCK_TYPE, sock.proto)
+        # NONBLOCK_TYPE: Python takes each new socket as non-blocking with no system call
+        # (the ioctl of a setblocking(False) per connection); connection.py never waits on
+        # it, since every recv and send says MSG_DONTWAIT.
+        self._kind = (int(sock.family), int(sock.type) | NONBLOCK_TYPE, sock.proto)
         # Linux copies TCP_NODELAY from the listening socket to each accepted one: set it
         # here once; the first accepted socket shows whether the kernel copies it, and only
         # where it does not is it set per connection.
@@ -364,7 +359,7 @@ class Listener:
                     return
                 continue  # ECONNABORTED and friends: that client is already gone
             sock = _socket.socket(*self._kind, fd)
-            if not _NONBLOCK_TYPE:
+            if not NONBLOCK_TYPE:
                 sock.setblocking(False)
             if self.tcp:
                 if self.nodelay_inherited is None:
