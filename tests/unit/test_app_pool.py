@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from brick import worker
-from brick.loop import EventLoop, LoopMoved
+from brick.loop import EVENT_READ, EventLoop, LoopMoved
 from brick.worker import AppPool
 
 WAIT = 5.0  # seconds: every wait below is bounded
@@ -395,3 +395,41 @@ def test_callbacks_left_when_the_loop_moves_to_another_thread_run_there() -> Non
     thread.join(WAIT)
     assert ran == ["moved", "its hand-back", "second", "third"]
     loop.close()
+
+
+def test_a_callback_handed_back_by_a_callback_waits_for_the_next_turn() -> None:
+    # A stream of hand-backs (each finished request dispatching the next) must not keep
+    # the loop from its sockets: a turn runs only those handed back before it took them,
+    # and polls again first, without waiting, for the rest.
+    loop = EventLoop()
+    ran: list[str] = []
+
+    def chain(n: int) -> None:
+        ran.append(f"callback {n}")
+        if n < 3:
+            loop.call_soon_threadsafe(lambda: chain(n + 1))
+
+    class Readable:
+        def handle_event(self, mask: int) -> None:
+            ran.append("socket")
+            os.read(r, 1)
+
+    r, w = os.pipe()
+    try:
+        loop.register(r, EVENT_READ, Readable())
+        loop.call_soon_threadsafe(lambda: chain(1))
+        os.write(w, b"x")
+        t0 = time.monotonic()
+        loop.run_once(3.0)
+        assert ran == ["socket", "callback 1"]
+        os.write(w, b"x")
+        loop.run_once(3.0)
+        assert ran == ["socket", "callback 1", "socket", "callback 2"]
+        loop.run_once(3.0)
+        assert ran[-1] == "callback 3"
+        assert time.monotonic() - t0 < 2.0  # no turn waited for its timeout
+    finally:
+        loop.unregister(r)
+        os.close(r)
+        os.close(w)
+        loop.close()

@@ -154,10 +154,12 @@ class EventLoop:
         taken by the same turn. A busy pool handing back many requests thus costs at most
         one write and one wake-up per turn of the loop, not one per request.
 
-        The loop sets `_polling` and looks at `_ready` under the same lock, so a callback
-        is either seen before the poll (which then does not wait) or wakes it.
+        The loop sets `_polling` before it looks at `_ready`, and this appends before it
+        looks at `_polling`, so a callback is either seen before the poll (which then does
+        not wait) or wakes it (see `_turns`). The lock keeps two threads from both writing,
+        and close() from slipping in before the write.
         """
-        with self._lock:  # held over the write too: close() cannot slip in between
+        with self._lock:
             self._ready.append(callback)
             if self._woken or self._closed or not self._polling:
                 return  # a wake-up is on its way, the loop is awake, or it is gone
@@ -179,51 +181,71 @@ class EventLoop:
     # -- running -----------------------------------------------------------------------
 
     def run_once(self, max_wait: float = 1.0) -> None:
-        timers = self._timers
-        timeout = max_wait
-        if timers:
-            timeout = min(max_wait, max(0.0, timers[0][0] - time.monotonic()))
-        with self._lock:  # see call_soon_threadsafe
-            if self._ready:
-                timeout = 0.0
-            self._polling = True
+        """One turn: wait for events (at most `max_wait` seconds), handle them, run what is
+        due and what was handed back, then `on_tick`."""
+        once = iter((False,))
+        self._turns(lambda: next(once, True), max_wait)
+
+    def run(self, until: Callable[[], bool], max_wait: float = 1.0) -> None:
+        self.running = True
         try:
-            events = self._poller.poll(timeout)
-        except InterruptedError:
-            events = []
-        self._polling = False
+            self._turns(until, max_wait)
+        finally:
+            self.running = False
+
+    def _turns(self, until: Callable[[], bool], max_wait: float) -> None:
+        """Turns of the loop while `until()` is False. This is the per-request path: what a
+        turn needs is looked up once, not per turn.
+
+        The loop thread takes no lock here. It says it is polling, then looks at `_ready`;
+        `call_soon_threadsafe` appends to `_ready`, then looks at `_polling`. Each is one
+        step under the GIL, so a callback is either seen before the poll (which then does
+        not wait) or its thread sees `_polling` and writes the wake-up byte.
+        """
+        poll = self._poller.poll
         handlers = self._handlers
-        for fd, mask in events:
-            handler = handlers.get(fd)
-            if handler is None:
-                continue  # unregistered by an earlier handler in this batch
-            if mask & _EPOLL_TROUBLE:
-                mask |= self._events[fd]
+        events_of = self._events
+        timers = self._timers
+        ready = self._ready
+        monotonic = time.monotonic
+        while not until():
+            timeout = max_wait
+            if timers:
+                timeout = min(max_wait, max(0.0, timers[0][0] - monotonic()))
+            self._polling = True
+            if ready:
+                timeout = 0.0
             try:
-                handler.handle_event(mask)
-            except Exception as exc:
-                self._handler_failed(handler, exc)
-        if timers:
-            now = time.monotonic()
-            while timers and timers[0][0] <= now:
-                timer = heapq.heappop(timers)[2]
-                if not timer.cancelled:
-                    self._call(timer.callback)
-        if self._ready:
-            with self._lock:
-                ready, self._ready = self._ready, deque()
-                self._woken = False
-            while ready:
+                events = poll(timeout)
+            except InterruptedError:
+                events = []
+            self._polling = False
+            for fd, mask in events:
+                handler = handlers.get(fd)
+                if handler is None:
+                    continue  # unregistered by an earlier handler in this batch
+                if mask & _EPOLL_TROUBLE:
+                    mask |= events_of[fd]
                 try:
+                    handler.handle_event(mask)
+                except Exception as exc:
+                    self._handler_failed(handler, exc)
+            if timers:
+                now = monotonic()
+                while timers and timers[0][0] <= now:
+                    timer = heapq.heappop(timers)[2]
+                    if not timer.cancelled:
+                        self._call(timer.callback)
+            if ready:
+                # Those handed back so far; any that come meanwhile wait for the next turn
+                # (which then does not wait in its poll), so a stream of callbacks cannot
+                # keep the loop from its sockets. Should a callback raise LoopMoved (the
+                # loop went to another thread), the rest stay queued for that thread.
+                self._woken = False
+                for _ in range(len(ready)):
                     self._call(ready.popleft())
-                except LoopMoved:
-                    # The loop went to another thread during this callback: the rest
-                    # of the batch is its to run.
-                    with self._lock:
-                        self._ready.extendleft(reversed(ready))
-                    raise
-        if self.on_tick is not None:
-            self.on_tick()
+            if self.on_tick is not None:
+                self.on_tick()
 
     @staticmethod
     def _handler_failed(handler: Handler, exc: Exception) -> None:
@@ -242,14 +264,6 @@ class EventLoop:
             callback()
         except Exception:
             log.exception("unexpected error in a loop callback")
-
-    def run(self, until: Callable[[], bool], max_wait: float = 1.0) -> None:
-        self.running = True
-        try:
-            while not until():
-                self.run_once(max_wait)
-        finally:
-            self.running = False
 
     def close(self) -> None:
         with self._lock:  # no app thread writes to the pipe once it is closed
