@@ -318,3 +318,77 @@ def test_only_http_1_1_heads_without_the_apps_date_or_server_are_kept(
         cycle.start_response("200 OK", headers)
         cycle.send_whole([b"ok"])
     assert kept == [("Content-Length: 2\r\n", False), ("Content-Length: 2\r\n", True)]
+
+
+DATE = "Tue, 14 Nov 2023 22:13:20 GMT"
+
+
+def whole_answer(
+    headers: list[tuple[str, str]],
+    body: list[bytes],
+    *,
+    keep_alive: bool = True,
+    method: str = "GET",
+    status: str = "200 OK",
+    usual: bool | None = None,
+) -> tuple[bytes, list[tuple[str, int]], bool]:
+    """send_whole for one HTTP/1.1 response: the bytes, the output calls, and keep-alive.
+    `usual=False` makes the cycle take the general path (through `_head`)."""
+    request = kept(f"{method} / HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    out = MemoryOutput()
+    cycle = wsgi._Cycle(request, out, keep_alive)
+    cycle.start_response(status, list(headers))
+    if usual is not None:
+        cycle.usual = usual
+    cycle.send_whole(body)
+    return bytes(out.data), out.calls, cycle.keep_alive
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_the_usual_answer_skips_the_framing_decision_and_sends_what_it_would_have(
+    monkeypatch: pytest.MonkeyPatch, keep_alive: bool
+) -> None:
+    headers = [("Content-Type", "text/plain"), ("Content-Length", "5")]
+    general = whole_answer(headers, [b"hello"], keep_alive=keep_alive, usual=False)
+
+    def no_head(self: Any, known_length: int | None) -> bytes:
+        raise AssertionError("the usual answer took the general path")
+
+    monkeypatch.setattr(wsgi._Cycle, "_head", no_head)
+    assert whole_answer(headers, [b"hello"], keep_alive=keep_alive) == general
+    kind = "write" if keep_alive else "write_last"  # a closing answer holds its FIN with it
+    assert general[1] == [(kind, len(general[0]))]
+    assert (b"Connection: close\r\n" in general[0]) is not keep_alive
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "method", "status"),
+    [
+        ([("Content-Length", "5")], [b"hell"], "GET", "200 OK"),  # shorter than announced
+        ([("Content-Length", "5")], [b"hello!"], "GET", "200 OK"),  # longer: cut
+        ([("Content-Length", "5"), ("Connection", "close")], [b"hello"], "GET", "200 OK"),
+        ([("Content-Length", "5")], [b"hello"], "HEAD", "200 OK"),
+        ([("Content-Length", "0")], [b""], "GET", "204 No Content"),
+        ([("Content-Length", "5"), ("Date", DATE)], [b"hello"], "GET", "200 OK"),  # app's Date
+        ([("Content-Length", "20000")], [b"x" * 20000], "GET", "200 OK"),  # sent scattered
+        ([], [b"hello"], "GET", "200 OK"),  # no Content-Length: the server frames it
+    ],
+)
+def test_every_other_whole_answer_takes_the_general_path(
+    monkeypatch: pytest.MonkeyPatch,
+    headers: list[tuple[str, str]],
+    body: list[bytes],
+    method: str,
+    status: str,
+) -> None:
+    general = whole_answer(headers, body, method=method, status=status, usual=False)
+    heads: list[int | None] = []
+    real_head = wsgi._Cycle._head
+
+    def counted(self: Any, known_length: int | None) -> bytes:
+        heads.append(known_length)
+        return real_head(self, known_length)
+
+    monkeypatch.setattr(wsgi._Cycle, "_head", counted)
+    assert whole_answer(headers, body, method=method, status=status) == general
+    assert len(heads) == 1

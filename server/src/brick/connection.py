@@ -349,7 +349,7 @@ class Connection:
                 self.request = request
                 self._dispatch()
                 return
-            if not parser.buffered:
+            if not parser.buf:
                 self.started = time.monotonic()  # the first byte of a new request head
         parser.feed(data)
         self.process()
@@ -479,12 +479,11 @@ class Connection:
             log.error("the app called sys.exit() in %s %s", request.method, request.target)
             self._client_gone()
             return
-        if type(outcome) is Suspended:
+        if isinstance(outcome, Suspended):
             # The client is far behind a streamed body: the loop flushes, then resumes.
             self.suspended = (outcome, environ, request)
             self._finish_response()
             return
-        assert type(outcome) is Outcome
         self._app_done(environ, request, outcome)
 
     def _resume(self) -> None:
@@ -554,7 +553,10 @@ class Connection:
         self.keep_alive = outcome.keep_alive
         if service.on_request_done is not None:
             service.on_request_done()
-        self._finish_response()
+        if self.outbuf or self.file_fd >= 0 or self.suspended is not None or self.state == CLOSED:
+            self._finish_response()
+        else:
+            self._response_sent()  # all sent at once, as usual: _finish_response's last step
 
     def _finish_response(self) -> None:
         if self.state == CLOSED:
@@ -569,14 +571,15 @@ class Connection:
 
     def _response_sent(self) -> None:
         service = self.service
-        if not self.keep_alive or (service.draining and not self.parser.buffered):
+        if not self.keep_alive or (service.draining and not self.parser.buf):
             self._shutdown_and_close()
             return
         self.state = READING
-        self._register(EVENT_READ)
+        if self._registered != EVENT_READ:
+            self._register(EVENT_READ)
         self.started = now = time.monotonic()
         self.deadline = now + service.keepalive_timeout
-        if self.parser.buffered:
+        if self.parser.buf:
             if not self._in_process and service.debug_http is None:
                 # The next request, read ahead while an app thread ran, is one head seen
                 # before: dispatch it as `_on_readable` does. Only a buffer holding exactly
@@ -812,7 +815,7 @@ class Connection:
             self._registered = 0
 
     def _shutdown_and_close(self) -> None:
-        if not self._lingering and not self.parser.buffered and not self._unread_input():
+        if not self._lingering and not self.parser.buf and not self._unread_input():
             self.close()  # nothing unread: a plain close sends our FIN after the response
             return
         # Half-close first so the client reads the whole response before our FIN

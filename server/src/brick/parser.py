@@ -205,7 +205,6 @@ class RequestParser:
 
     __slots__ = (
         "_blank",
-        "_buf",
         "_cache",
         "_chunk_left",
         "_left",
@@ -213,6 +212,7 @@ class RequestParser:
         "_scan",
         "_state",
         "_total",
+        "buf",
         "limits",
     )
 
@@ -224,7 +224,9 @@ class RequestParser:
         # the cache found for it last time is still its cache.
         last = _last_cache
         self._cache = last[1] if last[0] is limits else _head_cache(limits)
-        self._buf = bytearray()
+        # Bytes received but not parsed yet (e.g. a pipelined next request). Others read
+        # it (its length is `buffered`) but only `feed` adds to it.
+        self.buf = bytearray()
         self._state = _HEAD
         self._left = 0  # body bytes still expected (Content-Length)
         self._chunk_left = 0  # bytes left in the current chunk
@@ -237,12 +239,12 @@ class RequestParser:
 
     def feed(self, data: bytes) -> None:
         if self._state != _DEAD:  # a dead parser keeps nothing
-            self._buf += data
+            self.buf += data
 
     @property
     def buffered(self) -> int:
         """Bytes received but not parsed yet (e.g. a pipelined next request)."""
-        return len(self._buf)
+        return len(self.buf)
 
     @property
     def at_message_start(self) -> bool:
@@ -252,7 +254,7 @@ class RequestParser:
     def cached_head(self, data: bytes) -> Request | None:
         """`data` is exactly a body-less head parsed before, arriving between messages:
         its Request, the message complete, with no parsing. None otherwise (feed the bytes)."""
-        if self._buf or self._state != _HEAD:
+        if self.buf or self._state != _HEAD:
             return None
         return self._cache.get(data)
 
@@ -260,7 +262,7 @@ class RequestParser:
         """What is buffered is exactly one body-less head parsed before (the next keep-alive
         request, read ahead while an app thread ran): its Request, taken from the buffer as
         `cached_head` would take it. None otherwise (the buffer is left as it is)."""
-        buf = self._buf
+        buf = self.buf
         if self._state != _HEAD or not buf or len(buf) >= _HEAD_CACHE_KEY_MAX:
             return None
         request = self._cache.get(bytes(buf))
@@ -285,13 +287,13 @@ class RequestParser:
             return self._chunked_body()
         except HTTPError:
             self._state = _DEAD
-            self._buf.clear()
+            self.buf.clear()
             raise
 
     # -- the head (RFC 9112 §2-§5) -------------------------------------------------------
 
     def _parse_head(self) -> Request | _Marker:
-        buf = self._buf
+        buf = self.buf
         if not buf:
             return NEED_DATA  # the common case between keep-alive requests
         if buf[:2] == b"\r\n":
@@ -331,7 +333,7 @@ class RequestParser:
 
     def _skip_blank_lines(self) -> None:
         # RFC 9112 §2.2: ignore empty lines received before the request-line.
-        buf = self._buf
+        buf = self.buf
         while buf[:2] == b"\r\n":
             del buf[:2]
             self._blank += 1
@@ -359,7 +361,7 @@ class RequestParser:
 
     def _check_partial(self) -> None:
         """Check the lines of an incomplete head or trailer section as they complete."""
-        buf = self._buf
+        buf = self.buf
         pos = self._scan
         eol = buf.find(b"\r\n", pos)
         while eol >= 0:
@@ -635,7 +637,7 @@ class RequestParser:
 
     def _take(self, limit: int) -> bytes:
         """Up to `limit` buffered body bytes (the buffer is not empty)."""
-        buf = self._buf
+        buf = self.buf
         if len(buf) <= limit:
             data = bytes(buf)
             buf.clear()
@@ -645,7 +647,7 @@ class RequestParser:
         return data
 
     def _length_body(self) -> bytes | _Marker:
-        if not self._buf:
+        if not self.buf:
             return NEED_DATA
         data = self._take(self._left)
         self._left -= len(data)
@@ -654,7 +656,7 @@ class RequestParser:
         return data
 
     def _chunked_body(self) -> bytes | _Marker:
-        buf = self._buf
+        buf = self.buf
         state = self._state
         if state == _CHUNK_SIZE:
             eol = buf.find(b"\r\n")
@@ -712,7 +714,7 @@ class RequestParser:
 
     def _check_partial_chunk_line(self) -> None:
         """Refuse an incomplete chunk-size line as soon as no ending can make it valid."""
-        part = bytes(self._buf)
+        part = bytes(self.buf)
         if part[-1:] == b"\r":
             part = part[:-1]  # may start the line's CRLF
         if len(part) > MAX_CHUNK_LINE:
@@ -728,7 +730,7 @@ class RequestParser:
     def _trailers(self) -> _Marker:
         # RFC 9112 §7.1.2: trailer fields are read and discarded, never merged into the
         # head (a trailer cannot change framing, Host or anything the app sees).
-        buf = self._buf
+        buf = self.buf
         if not self._scan and buf[:2] == b"\r\n":
             del buf[:2]
         else:

@@ -48,26 +48,26 @@ def build_head(status: str, header_block: str) -> bytes:
 # The usual heads of the current second, by status, header block and whether the
 # connection closes: a response repeated within the second (the same app answer to the
 # same request) reuses its head instead of building and encoding it again. They carry the
-# Date, so they are dropped whenever `date_header` gives a new line.
+# Date of `_heads_second`, and are dropped when the clock leaves that second.
 _heads: dict[tuple[str, str, bool], bytes] = {}
-_heads_date = ""
+_heads_second = -1
 _HEADS_MAX: Final = 256
 
 
 def usual_head(status: str, header_block: str, close: bool) -> bytes:
     """`build_head` with our Date and Server added, and `Connection: close` if `close`: the
     head of an HTTP/1.1 response whose app set neither Date nor Server."""
-    global _heads_date
-    date = date_header()
-    if date is not _heads_date:
+    global _heads_second
+    if int(time.time()) != _heads_second:
+        date_header()  # the line of the second it finds, which the heads kept from now on carry
         _heads.clear()
-        _heads_date = date
+        _heads_second = _date_second
     key = (status, header_block, close)
     head = _heads.get(key)
     if head is None:
         if len(_heads) >= _HEADS_MAX:
             _heads.clear()
-        block = f"{header_block}{date}{SERVER_HEADER}"
+        block = f"{header_block}{_date_line}{SERVER_HEADER}"
         if close:
             block += "Connection: close\r\n"
         head = _heads[key] = build_head(status, block)

@@ -32,7 +32,6 @@ import re
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import IO, Any, Final, Literal, Protocol, overload
 from urllib.parse import unquote_to_bytes
 
@@ -108,14 +107,32 @@ class FileWrapper:
             yield data
 
 
-@dataclass(slots=True)
 class Outcome:
-    """What happened, for the access log and for keep-alive."""
+    """What happened, for the access log and for keep-alive.
 
-    status: str = ""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body_bytes: int = 0
-    keep_alive: bool = True
+    `run_app` returns the response's own state (a `_Cycle` is an Outcome), not a copy made
+    for each request.
+    """
+
+    __slots__ = ("body_bytes", "headers", "keep_alive", "status")
+
+    def __init__(
+        self,
+        status: str = "",
+        headers: list[tuple[str, str]] | None = None,
+        body_bytes: int = 0,
+        keep_alive: bool = True,
+    ) -> None:
+        self.status = status
+        self.headers = [] if headers is None else headers
+        self.body_bytes = body_bytes
+        self.keep_alive = keep_alive
+
+    def __repr__(self) -> str:
+        return (
+            f"Outcome(status={self.status!r}, headers={self.headers!r},"
+            f" body_bytes={self.body_bytes!r}, keep_alive={self.keep_alive!r})"
+        )
 
 
 # -- environ ------------------------------------------------------------------------------
@@ -226,7 +243,12 @@ class EnvironBuilder:
 
     def is_trusted(self, peer_ip: str) -> bool:
         """May this peer set X-Forwarded-*? Unix-socket peers (no address) are trusted."""
-        return self.trust_all or not peer_ip or self._is_trusted_proxy(peer_ip)
+        return (
+            self.trust_all
+            or not peer_ip
+            or peer_ip in self.trusted_ips
+            or self._is_trusted_proxy(peer_ip)
+        )
 
     def _is_trusted_proxy(self, ip: str) -> bool:
         """Is `ip` one of the trusted addresses, or inside one of the trusted networks?"""
@@ -388,7 +410,7 @@ _LINE_CACHE: dict[tuple[str, str], str] = {}
 _LINE_CACHE_MAX: Final = 1024
 # (status, *headers) of a response already checked -> what start_response made of it.
 # Apps answer most requests with a few status and header lists that repeat exactly.
-_Checked = tuple[int, str, int | None, bool, bool, bool]  # what _check_response found
+_Checked = tuple[int, str, int | None, bool, bool, bool, bool]  # what _check_response found
 _HEADERS_CACHE: dict[tuple[Any, ...], _Checked] = {}
 _HEADERS_CACHE_MAX: Final = 512
 _HEADERS_CACHE_ITEMS: Final = 16  # longer lists (cookies, CORS sets) are checked each time
@@ -407,7 +429,8 @@ def _as_bytes(data: object) -> bytes:
 def _check_response(status: str, headers: list[tuple[str, str]]) -> _Checked:
     """Check what an app gave start_response; raise AppError for anything that could not
     be written as a well-formed head. Returns the status code, the header block, the
-    app's Content-Length, and whether it set Date, set Server, and asked to close."""
+    app's Content-Length, whether it set Date, set Server, and asked to close, and whether
+    it did none of these three (the head is then one `usual_head` may keep)."""
     if type(status) is not str or status not in _GOOD_STATUSES:
         if type(status) is not str or not _STATUS_RE.fullmatch(status):
             raise AppError(f"invalid status {status!r}")
@@ -469,11 +492,17 @@ def _check_response(status: str, headers: list[tuple[str, str]]) -> _Checked:
     code = int(status[:3])
     if code < 200:
         raise AppError(f"informational status {status!r} cannot end a WSGI response")
-    return code, "".join(lines), content_length, has_date, has_server, app_close
+    plain = not (has_date or has_server or app_close)
+    return code, "".join(lines), content_length, has_date, has_server, app_close, plain
 
 
-class _Cycle:
-    """State of one response while the app produces it."""
+class _Cycle(Outcome):
+    """State of one response while the app produces it; once done, its Outcome.
+
+    `status` stays empty until start_response. What start_response sets (the checked
+    head, `no_body`) is not set before it: every path that needs it goes through `_head`,
+    which refuses a response without a status first.
+    """
 
     __slots__ = (
         "app_close",
@@ -483,32 +512,22 @@ class _Cycle:
         "has_server",
         "head_sent",
         "header_block",
-        "headers",
-        "keep_alive",
         "no_body",
         "out",
         "request",
         "sent",
-        "status",
         "status_code",
+        "usual",
     )
 
     def __init__(self, request: Request, out: Output, keep_alive: bool) -> None:
         self.request = request
         self.out = out
-        self.status: str | None = None
-        self.status_code = 0
-        self.headers: list[tuple[str, str]] = []
-        self.header_block = ""
-        self.has_date = False
-        self.has_server = False
-        self.app_close = False
+        self.status = ""
+        self.keep_alive = keep_alive
         self.head_sent = False
         self.chunked = False
-        self.content_length: int | None = None
         self.sent = 0
-        self.keep_alive = keep_alive
-        self.no_body = request.method == "HEAD"
 
     def start_response(
         self,
@@ -522,7 +541,7 @@ class _Cycle:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None  # break the traceback cycle (PEP 3333)
-        elif self.status is not None:
+        elif self.status:
             raise AppError("start_response called a second time without exc_info")
         # Everything is checked, and the header block built, now: what the app does with
         # its list afterwards cannot reach the wire unchecked.
@@ -547,18 +566,26 @@ class _Cycle:
             self.has_date,
             self.has_server,
             self.app_close,
+            plain,
         ) = checked
         self.status = status
         self.status_code = code
         self.headers = headers
-        self.no_body = code in NO_BODY_STATUSES or self.request.method == "HEAD"
+        request = self.request
+        if code in NO_BODY_STATUSES or request.method == "HEAD":
+            self.no_body = True
+            self.usual = False
+        else:
+            self.no_body = False
+            # `send_whole` may then finish the head itself (see there).
+            self.usual = plain and request.version == "HTTP/1.1"
         return self.write
 
     # -- sending -----------------------------------------------------------------------
 
     def _head(self, known_length: int | None) -> bytes:
         """Decide framing and build the head. `known_length`: the whole body's size if known."""
-        if self.status is None:
+        if not self.status:
             raise AppError("the app returned without calling start_response")
         block = self.header_block
         if self.content_length is None and self.status_code not in NO_BODY_STATUSES:
@@ -653,15 +680,14 @@ class _Cycle:
         self.keep_alive = False
 
     def outcome(self) -> Outcome:
-        return Outcome(
-            self.status or "500 Internal Server Error",
-            self.headers,
-            0 if self.no_body else self.sent,
-            self.keep_alive,
-        )
+        """The response is done: this cycle, as its Outcome."""
+        self.body_bytes = 0 if self.no_body else self.sent
+        return self
 
     def finish(self) -> None:
         """The app's iterable is exhausted: end the body (or send a head with no body)."""
+        if not self.status:
+            raise AppError("the app returned without calling start_response")
         if not self.head_sent:
             if self.content_length and not self.no_body:
                 self._short(0)
@@ -676,7 +702,7 @@ class _Cycle:
 
     def send_whole(self, parts: list[bytes] | tuple[bytes, ...]) -> None:
         """A body the app gave as a list: one vectored write with a Content-Length."""
-        if self.status is None:
+        if not self.status:
             raise AppError("the app returned without calling start_response")
         if len(parts) == 1:
             body = parts[0]
@@ -685,6 +711,17 @@ class _Cycle:
         else:
             body = b"".join([p if type(p) is bytes else _as_bytes(p) for p in parts])
         size = len(body)
+        if self.usual and size == self.content_length and size <= _JOIN_LIMIT:
+            # The usual answer, taken first: the body the app announced, on HTTP/1.1, with
+            # our Date and Server. What `_head` would decide is known, and so is the head:
+            # it is the one `usual_head` keeps.
+            self.head_sent = True
+            self.sent = size
+            if self.keep_alive:
+                self.out.write(usual_head(self.status, self.header_block, False) + body)
+            else:
+                self.out.write(usual_head(self.status, self.header_block, True) + body, last=True)
+            return
         declared = self.content_length
         if declared is None:
             head = self._head(size)
@@ -848,7 +885,7 @@ def run_app(
                     cycle.finish()
             elif (
                 type(result) is FileWrapper
-                and cycle.status is not None
+                and cycle.status
                 and not cycle.head_sent
                 and cycle.send_file(result)
             ):
@@ -871,7 +908,8 @@ def run_app(
     finally:
         if done and result is not None and type(result) is not list:  # a list has no close()
             _close_iterable(result, environ)
-    return cycle.outcome()
+    cycle.body_bytes = 0 if cycle.no_body else cycle.sent  # cycle.outcome(), without a call
+    return cycle
 
 
 def _app_failed(cycle: _Cycle, environ: dict[str, Any], exc: BaseException) -> None:
