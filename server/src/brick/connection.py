@@ -255,14 +255,14 @@ class Connection:
         self.paused = False  # the client is behind: run_app stops iterating (loop thread)
         # A response whose iteration is paused, with the environ and request it answers.
         self.suspended: tuple[Suspended, dict[str, Any], Request] | None = None
-        self.file_fd = -1  # a file still to send (a dup of the app's), from file_offset on
-        self.file_offset = 0
-        self.file_left = 0
+        # A file still to send (a dup of the app's), file_left bytes from file_offset on;
+        # those two are set with it.
+        self.file_fd = -1
         self.state = READING
         self.keep_alive = True
         self.started = time.monotonic()
         self.deadline = self.started + service.keepalive_timeout
-        self.linger_until = 0.0
+        # linger_until: set when LINGERING begins, read only then.
         self._in_process = False
         self._lingering = False
         self._head_logged = False
@@ -465,7 +465,15 @@ class Connection:
             if not executor.reclaim_loop(lend):
                 # Taken over: from here on this thread is an app thread like the others.
                 raise LoopMoved(partial(self._thread_done, environ, request, result))
-            self._thread_done(environ, request, result)
+            # Not taken over: nothing ran the loop meanwhile, so the connection is still
+            # BUSY, and what `_thread_done` does is done here without its call.
+            if result is None:
+                self._client_gone()
+                return
+            try:
+                self._app_done(environ, request, result)
+            except Exception as exc:
+                self.handle_error(exc)
             return
         # --threads 1: the app runs here, in the loop thread.
         try:

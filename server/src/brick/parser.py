@@ -228,9 +228,9 @@ class RequestParser:
         # it (its length is `buffered`) but only `feed` adds to it.
         self.buf = bytearray()
         self._state = _HEAD
-        self._left = 0  # body bytes still expected (Content-Length)
-        self._chunk_left = 0  # bytes left in the current chunk
-        self._total = 0  # de-chunked body bytes so far
+        # Set when a body begins, never read before (most connections never see one):
+        # _left, body bytes still expected (Content-Length); _total, de-chunked body bytes
+        # so far; _chunk_left, bytes left in the current chunk.
         self._scan = 0  # bytes of an incomplete head or trailer section already checked
         self._lines = 0  # complete lines in those bytes (the request line is line 0)
         self._blank = 0  # empty lines skipped before the current request line
