@@ -465,15 +465,7 @@ class Connection:
             if not executor.reclaim_loop(lend):
                 # Taken over: from here on this thread is an app thread like the others.
                 raise LoopMoved(partial(self._thread_done, environ, request, result))
-            # Not taken over: nothing ran the loop meanwhile, so the connection is still
-            # BUSY, and what `_thread_done` does is done here without its call.
-            if result is None:
-                self._client_gone()
-                return
-            try:
-                self._app_done(environ, request, result)
-            except Exception as exc:
-                self.handle_error(exc)
+            self._thread_done(environ, request, result)
             return
         # --threads 1: the app runs here, in the loop thread.
         try:
