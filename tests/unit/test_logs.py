@@ -14,6 +14,7 @@ from typing import Any
 from wsgiref.validate import validator
 
 import pytest
+from brick import logs
 from brick.logs import (
     ATOMS,
     AccessLog,
@@ -138,6 +139,40 @@ def test_t_is_the_current_time(tmp_path: Path) -> None:
     line = log_line("%(t)s", tmp_path)
     parsed = time.strptime(line, "[%d/%b/%Y:%H:%M:%S %z]")
     assert abs(time.mktime(parsed) - time.mktime(time.localtime())) < 120
+
+
+def test_t_is_formatted_once_a_second_and_moves_on_with_the_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_700_000_000.25]
+    monkeypatch.setattr(logs.time, "time", lambda: now[0])
+    formatted: list[float] = []
+    real_strftime = time.strftime
+
+    def strftime(fmt: str, when: time.struct_time) -> str:
+        formatted.append(now[0])
+        return real_strftime(fmt, when)
+
+    monkeypatch.setattr(logs.time, "strftime", strftime)
+    first = log_line("%(t)s", tmp_path)
+    now[0] += 0.5
+    assert log_line("%(t)s", tmp_path) == first  # the same second: not formatted again
+    assert formatted == [1_700_000_000.25]
+    assert first == real_strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(1_700_000_000))
+    now[0] += 1
+    later = log_line("%(t)s", tmp_path)
+    assert later == real_strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(1_700_000_001))
+    assert len(formatted) == 2
+
+
+def test_a_name_the_format_scan_cannot_see_is_still_looked_up(tmp_path: Path) -> None:
+    # Python's %-format takes "a(b)c" as one name; the scan for names stops at the first
+    # ")", so that name is computed when the format asks for it: an unknown atom is "-".
+    assert (
+        log_line('%(h)s %(a(b)c)s "%(r)s"', tmp_path)
+        == '203.0.113.9 - "GET /shop/items?id=7 HTTP/1.1"'
+    )
+    assert log_line("%%(h)s %(s)s", tmp_path) == "%(h)s 200"  # an escaped % is text
 
 
 def test_numeric_atoms_work_with_d_as_in_gunicorn(tmp_path: Path) -> None:

@@ -12,10 +12,11 @@ import base64
 import binascii
 import logging
 import os
+import re
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from brick.parser import Request
@@ -159,95 +160,122 @@ def remote_user(environ: dict[str, Any]) -> str | None:
         return None
 
 
-class _Atoms(dict[str, object]):
-    """Computes gunicorn's access-log atoms on demand, so unused atoms cost nothing.
+def _request_header(request: Request, wanted: bytes) -> str:
+    """The values of the request header `wanted` (lower case), joined; `-` if absent."""
+    values = [v.decode("latin-1") for k, v in request.headers if k.lower() == wanted]
+    return ", ".join(values) if values else "-"
 
-    Values are escaped as gunicorn does (`"` becomes `\\"`), so a quoted field stays one
-    field. T, D, M and B are integers, so `%(D)d` works as with gunicorn.
-    """
+
+_log_time: tuple[int, str] = (-1, "")  # (second, its `t` atom): formatted once a second
+
+
+def _time_atom() -> str:
+    global _log_time
+    now = int(time.time())
+    if now != _log_time[0]:
+        _log_time = (now, time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(now)))
+    return _log_time[1]
+
+
+AtomValue = Callable[[Request, dict[str, Any], Outcome, float], object]
+
+# Atom name -> its value for (request, environ, outcome, duration); `atom_value` adds the
+# {header}i, {header}o and {variable}e forms.
+_ATOM_VALUES: dict[str, AtomValue] = {
+    "h": lambda r, e, o, d: e.get("REMOTE_ADDR") or "-",
+    "l": lambda r, e, o, d: "-",
+    "u": lambda r, e, o, d: remote_user(e) or "-",
+    "t": lambda r, e, o, d: _time_atom(),
+    "r": lambda r, e, o, d: f"{r.method} {r.target} {r.version}",
+    "m": lambda r, e, o, d: r.method,
+    "U": lambda r, e, o, d: e.get("PATH_INFO", r.path),
+    "q": lambda r, e, o, d: r.query,
+    "H": lambda r, e, o, d: r.version,
+    "s": lambda r, e, o, d: o.status.split(" ", 1)[0],
+    "B": lambda r, e, o, d: o.body_bytes,
+    "b": lambda r, e, o, d: str(o.body_bytes) if o.body_bytes else "-",
+    "f": lambda r, e, o, d: _request_header(r, b"referer"),
+    "a": lambda r, e, o, d: _request_header(r, b"user-agent"),
+    "T": lambda r, e, o, d: int(d),
+    "D": lambda r, e, o, d: int(d * 1_000_000),
+    "M": lambda r, e, o, d: int(d * 1000),
+    "L": lambda r, e, o, d: f"{d:.6f}",
+    "p": lambda r, e, o, d: f"<{os.getpid()}>",
+}
+# The names a format uses: `%(name)`. A name this misses (one with parentheses in it) is
+# still computed, by `_Atoms.__missing__`.
+_FORMAT_NAME = re.compile(r"%\(([^)]*)\)")
+
+
+def atom_value(name: str) -> AtomValue:
+    """How to compute the atom `name`; an unknown name is `-`."""
+    known = _ATOM_VALUES.get(name)
+    if known is not None:
+        return known
+    if name.startswith("{") and name.endswith("}i"):
+        wanted = name[1:-2].lower().encode("latin-1", "replace")
+        return lambda r, e, o, d: _request_header(r, wanted)
+    if name.startswith("{") and name.endswith("}o"):
+        lower = name[1:-2].lower()
+        return lambda r, e, o, d: ", ".join(v for n, v in o.headers if n.lower() == lower) or "-"
+    if name.startswith("{") and name.endswith("}e"):
+        key = name[1:-2]
+        return lambda r, e, o, d: _environ_atom(e, key)
+    return lambda r, e, o, d: "-"
+
+
+def _environ_atom(environ: dict[str, Any], key: str) -> str:
+    found = environ.get(key, environ.get(key.upper()))
+    return "-" if found is None else str(found)
+
+
+class _Atoms(dict[str, object]):
+    """The atoms of one access-log line. `AccessLog` fills in those its format names; any
+    other the format asks for is computed here when asked."""
+
+    __slots__ = ("duration", "environ", "outcome", "request")
 
     def __init__(
         self, request: Request, environ: dict[str, Any], outcome: Outcome, duration: float
     ) -> None:
-        super().__init__()
         self.request = request
         self.environ = environ
         self.outcome = outcome
         self.duration = duration
 
-    def _header(self, name: str) -> str:
-        wanted = name.lower().encode("latin-1", "replace")
-        values = [v.decode("latin-1") for k, v in self.request.headers if k.lower() == wanted]
-        return ", ".join(values) if values else "-"
-
     def __missing__(self, key: str) -> object:
-        request, environ, outcome = self.request, self.environ, self.outcome
-        value: object
-        if key == "h":
-            value = environ.get("REMOTE_ADDR") or "-"
-        elif key == "l":
-            value = "-"
-        elif key == "u":
-            value = remote_user(environ) or "-"
-        elif key == "t":
-            value = time.strftime("[%d/%b/%Y:%H:%M:%S %z]")
-        elif key == "r":
-            value = f"{request.method} {request.target} {request.version}"
-        elif key == "m":
-            value = request.method
-        elif key == "U":
-            value = environ.get("PATH_INFO", request.path)
-        elif key == "q":
-            value = request.query
-        elif key == "H":
-            value = request.version
-        elif key == "s":
-            value = outcome.status.split(" ", 1)[0]
-        elif key == "B":
-            value = outcome.body_bytes
-        elif key == "b":
-            value = str(outcome.body_bytes) if outcome.body_bytes else "-"
-        elif key == "f":
-            value = self._header("referer")
-        elif key == "a":
-            value = self._header("user-agent")
-        elif key == "T":
-            value = int(self.duration)
-        elif key == "D":
-            value = int(self.duration * 1_000_000)
-        elif key == "M":
-            value = int(self.duration * 1000)
-        elif key == "L":
-            value = f"{self.duration:.6f}"
-        elif key == "p":
-            value = f"<{os.getpid()}>"
-        elif key.startswith("{") and key.endswith("}i"):
-            value = self._header(key[1:-2])
-        elif key.startswith("{") and key.endswith("}o"):
-            wanted = key[1:-2].lower()
-            value = ", ".join(v for n, v in outcome.headers if n.lower() == wanted) or "-"
-        elif key.startswith("{") and key.endswith("}e"):
-            name = key[1:-2]
-            found = environ.get(name, environ.get(name.upper()))
-            value = "-" if found is None else str(found)
-        else:
-            value = "-"
-        if type(value) is str and '"' in value:
-            value = value.replace('"', '\\"')
-        self[key] = value
+        value = atom_value(key)(self.request, self.environ, self.outcome, self.duration)
+        self[key] = value = _escaped(value)
         return value
+
+
+def _escaped(value: object) -> object:
+    """As gunicorn does, `"` becomes `\\"`, so a quoted field stays one field. T, D, M and
+    B stay integers, so `%(D)d` works as with gunicorn."""
+    if type(value) is str and '"' in value:
+        return value.replace('"', '\\"')
+    return value
 
 
 class AccessLog:
     def __init__(self, target: str, fmt: str) -> None:
         self.file = LogFile(target, sys.stdout)
         self.fmt = fmt
+        # Each name the format uses, once, with how to compute it: a line computes just
+        # those, with no lookup by name.
+        self.atoms = [(n, atom_value(n)) for n in dict.fromkeys(_FORMAT_NAME.findall(fmt))]
 
     def __call__(
         self, request: Request, environ: dict[str, Any], outcome: Outcome, duration: float
     ) -> None:
+        atoms = _Atoms(request, environ, outcome, duration)
+        for name, value_of in self.atoms:
+            value = value_of(request, environ, outcome, duration)
+            if type(value) is str and '"' in value:
+                value = value.replace('"', '\\"')  # as _escaped, without a call per atom
+            atoms[name] = value
         try:
-            line = self.fmt % _Atoms(request, environ, outcome, duration)
+            line = self.fmt % atoms
         except (ValueError, TypeError) as exc:
             line = f"invalid access log format: {exc}"
         self.file.write(line + "\n")
