@@ -117,7 +117,7 @@ def reopen_logs() -> None:
 
 # -- the access log ---------------------------------------------------------------------
 
-# gunicorn's atoms, for the docs; `_Atoms.__missing__` computes each.
+# gunicorn's atoms, for the docs; `atom_value` computes each.
 ATOMS: dict[str, str] = {
     "h": "remote address (the client's, after X-Forwarded-For from a trusted proxy)",
     "l": "`-`",
