@@ -175,6 +175,11 @@ def test_a_name_the_format_scan_cannot_see_is_still_looked_up(tmp_path: Path) ->
     assert log_line("%%(h)s %(s)s", tmp_path) == "%(h)s 200"  # an escaped % is text
 
 
+def test_an_environ_variable_set_to_none_is_a_dash(tmp_path: Path) -> None:
+    environ = {**ENVIRON, "X_NONE": None, "X_ZERO": 0}
+    assert log_line("%({X_NONE}e)s %({x_zero}e)s", tmp_path, environ=environ) == "- 0"
+
+
 def test_numeric_atoms_work_with_d_as_in_gunicorn(tmp_path: Path) -> None:
     assert log_line("%(D)d %(M)d %(T)d %(B)d", tmp_path) == "1234567 1234 1 1234"
 
