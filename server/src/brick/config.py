@@ -139,16 +139,26 @@ def _ip_list(value: object) -> list[str]:
 
 
 class _AnyAtom(dict[str, object]):
-    """Stands for every access-log atom when a format is checked: fits %s, %d and %f."""
+    """Stands for every access-log atom when a format runs without a request: fits %s, %d
+    and %f, and keeps each name the format asks for."""
 
     def __missing__(self, key: str) -> object:
+        self[key] = 0
         return 0
+
+
+def log_format_names(fmt: str) -> list[str]:
+    """The atom names an access-log format asks for, once each, in order, as `%` itself
+    reads them. Raises ValueError or TypeError for a format `%` cannot use."""
+    atoms = _AnyAtom()
+    fmt % atoms
+    return list(atoms)
 
 
 def _log_format(value: object) -> str:
     text = _str(value)
     try:
-        text % _AnyAtom()
+        log_format_names(text)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"expected a %(atom)s format: {exc}") from None
     return text

@@ -553,10 +553,7 @@ class Connection:
         self.keep_alive = outcome.keep_alive
         if service.on_request_done is not None:
             service.on_request_done()
-        if self.outbuf or self.file_fd >= 0 or self.suspended is not None or self.state == CLOSED:
-            self._finish_response()
-        else:
-            self._response_sent()  # all sent at once, as usual: _finish_response's last step
+        self._finish_response()
 
     def _finish_response(self) -> None:
         if self.state == CLOSED:
@@ -575,8 +572,7 @@ class Connection:
             self._shutdown_and_close()
             return
         self.state = READING
-        if self._registered != EVENT_READ:
-            self._register(EVENT_READ)
+        self._register(EVENT_READ)
         self.started = now = time.monotonic()
         self.deadline = now + service.keepalive_timeout
         if self.parser.buf:

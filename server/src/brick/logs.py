@@ -12,13 +12,13 @@ import base64
 import binascii
 import logging
 import os
-import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
+from brick.config import log_format_names
 from brick.parser import Request
 from brick.wsgi import Outcome
 
@@ -202,9 +202,6 @@ _ATOM_VALUES: dict[str, AtomValue] = {
     "L": lambda r, e, o, d: f"{d:.6f}",
     "p": lambda r, e, o, d: f"<{os.getpid()}>",
 }
-# The names a format uses: `%(name)`. A name this misses (one with parentheses in it) is
-# still computed, by `_Atoms.__missing__`.
-_FORMAT_NAME = re.compile(r"%\(([^)]*)\)")
 
 
 def atom_value(name: str) -> AtomValue:
@@ -229,54 +226,32 @@ def _environ_atom(environ: dict[str, Any], key: str) -> str:
     return "-" if found is None else str(found)
 
 
-class _Atoms(dict[str, object]):
-    """The atoms of one access-log line. `AccessLog` fills in those its format names; any
-    other the format asks for is computed here when asked."""
-
-    __slots__ = ("duration", "environ", "outcome", "request")
-
-    def __init__(
-        self, request: Request, environ: dict[str, Any], outcome: Outcome, duration: float
-    ) -> None:
-        self.request = request
-        self.environ = environ
-        self.outcome = outcome
-        self.duration = duration
-
-    def __missing__(self, key: str) -> object:
-        value = atom_value(key)(self.request, self.environ, self.outcome, self.duration)
-        self[key] = value = _escaped(value)
-        return value
-
-
-def _escaped(value: object) -> object:
-    """As gunicorn does, `"` becomes `\\"`, so a quoted field stays one field. T, D, M and
-    B stay integers, so `%(D)d` works as with gunicorn."""
-    if type(value) is str and '"' in value:
-        return value.replace('"', '\\"')
-    return value
-
-
 class AccessLog:
     def __init__(self, target: str, fmt: str) -> None:
         self.file = LogFile(target, sys.stdout)
         self.fmt = fmt
         # Each name the format uses, once, with how to compute it: a line computes just
-        # those, with no lookup by name.
-        self.atoms = [(n, atom_value(n)) for n in dict.fromkeys(_FORMAT_NAME.findall(fmt))]
+        # those. (A format `%` cannot use has none: each line then says why.)
+        try:
+            names = log_format_names(fmt)
+        except (ValueError, TypeError):
+            names = []
+        self.atoms = [(name, atom_value(name)) for name in names]
 
     def __call__(
         self, request: Request, environ: dict[str, Any], outcome: Outcome, duration: float
     ) -> None:
-        atoms = _Atoms(request, environ, outcome, duration)
+        atoms: dict[str, object] = {}
         for name, value_of in self.atoms:
             value = value_of(request, environ, outcome, duration)
             if type(value) is str and '"' in value:
-                value = value.replace('"', '\\"')  # as _escaped, without a call per atom
+                # As gunicorn does, so a quoted field stays one field. T, D, M and B stay
+                # integers, so `%(D)d` works as with gunicorn.
+                value = value.replace('"', '\\"')
             atoms[name] = value
         try:
             line = self.fmt % atoms
-        except (ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             line = f"invalid access log format: {exc}"
         self.file.write(line + "\n")
 

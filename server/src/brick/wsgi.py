@@ -243,12 +243,7 @@ class EnvironBuilder:
 
     def is_trusted(self, peer_ip: str) -> bool:
         """May this peer set X-Forwarded-*? Unix-socket peers (no address) are trusted."""
-        return (
-            self.trust_all
-            or not peer_ip
-            or peer_ip in self.trusted_ips
-            or self._is_trusted_proxy(peer_ip)
-        )
+        return self.trust_all or not peer_ip or self._is_trusted_proxy(peer_ip)
 
     def _is_trusted_proxy(self, ip: str) -> bool:
         """Is `ip` one of the trusted addresses, or inside one of the trusted networks?"""
@@ -908,8 +903,7 @@ def run_app(
     finally:
         if done and result is not None and type(result) is not list:  # a list has no close()
             _close_iterable(result, environ)
-    cycle.body_bytes = 0 if cycle.no_body else cycle.sent  # cycle.outcome(), without a call
-    return cycle
+    return cycle.outcome()
 
 
 def _app_failed(cycle: _Cycle, environ: dict[str, Any], exc: BaseException) -> None:
