@@ -87,7 +87,10 @@ class RecordingLoop:
 
 def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
     body = b"x" * BIG_SIZE if environ["PATH_INFO"] == "/big" else b"hello\n"
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+    if environ["PATH_INFO"] == "/close":
+        headers.append(("Connection", "close"))
+    start_response("200 OK", headers)
     return [body]
 
 
@@ -112,6 +115,14 @@ def test_a_long_pipeline_behind_a_large_response_is_answered_after_one_flush() -
     assert responses[0].endswith(b"x" * BIG_SIZE)
     assert all(r.endswith(b"\r\n\r\nhello\n") for r in responses[1:])
     assert not sock.closed and conn.parser.buffered == 0
+
+
+def seen_before(head: bytes) -> bytes:
+    """`head`, parsed once by an earlier client, as the worker's head cache then holds it."""
+    parser = RequestParser()
+    parser.feed(head)
+    assert isinstance(parser.next_event(), Request)
+    return head
 
 
 BIG_CLOSE = b"GET /big HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
@@ -141,13 +152,15 @@ def serve(
     return conn, sock
 
 
+@pytest.mark.parametrize("seen", [False, True], ids=["new head", "head seen before"])
 def test_after_a_response_that_waited_for_the_client_the_close_asks_and_lingers(
-    kernel_asked: list[int],
+    kernel_asked: list[int], seen: bool
 ) -> None:
     # While the loop was sending the rest, the client may have sent more despite its
     # close: closing over unread input would reset the connection and could destroy the
-    # end of the response, so the connection asks and lingers.
-    conn, sock = serve(BIG_CLOSE, room=0)
+    # end of the response, so the connection asks and lingers. (A head seen before is
+    # taken from the cache; what it says of unread input must not outlast the wait.)
+    conn, sock = serve(seen_before(BIG_CLOSE) if seen else BIG_CLOSE, room=0)
     assert not sock.sent  # the response waits for the client
     sock.room = None
     conn.handle_event(EVENT_WRITE)
@@ -161,4 +174,38 @@ def test_a_close_the_server_decides_asks_for_unread_input(kernel_asked: list[int
     conn, sock = serve(HELLO, room=None, draining=True)
     assert sock.sent.endswith(b"\r\n\r\nhello\n") and b"Connection: close" in sock.sent
     assert kernel_asked == [99]
+    assert sock.shut and conn.state == LINGERING
+
+
+HELLO_CLOSE = b"GET /hello HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [HELLO_CLOSE, b"GET /hello HTTP/1.0\r\n\r\n"],
+    ids=["close", "http/1.0"],
+)
+def test_a_last_request_answered_at_once_closes_without_asking(
+    kernel_asked: list[int], head: bytes
+) -> None:
+    # The client said this request is its last and sent nothing else: once its response
+    # is out, a plain close, with no system call to ask the kernel for more input.
+    _conn, sock = serve(seen_before(head), room=None)
+    assert sock.sent.endswith(b"\r\n\r\nhello\n") and b"Connection: close" in sock.sent
+    assert kernel_asked == []
+    assert sock.closed and not sock.shut
+
+
+def test_a_close_the_app_decides_asks_for_unread_input(kernel_asked: list[int]) -> None:
+    # The client meant to go on and may have sent its next request already.
+    conn, sock = serve(seen_before(b"GET /close HTTP/1.1\r\nHost: test\r\n\r\n"), room=None)
+    assert b"Connection: close" in sock.sent
+    assert kernel_asked == [99]
+    assert sock.shut and conn.state == LINGERING
+
+
+def test_a_last_request_with_more_bytes_behind_it_lingers(kernel_asked: list[int]) -> None:
+    # Bytes after the last request, in the same read: unread input, known without asking.
+    conn, sock = serve(seen_before(HELLO_CLOSE) + HELLO, room=None)
+    assert sock.sent.endswith(b"\r\n\r\nhello\n") and b"Connection: close" in sock.sent
     assert sock.shut and conn.state == LINGERING

@@ -213,6 +213,7 @@ class Connection:
         "_in_process",
         "_lingering",
         "_registered",
+        "_said_last",
         "body",
         "builder",
         "deadline",
@@ -266,6 +267,7 @@ class Connection:
         self._in_process = False
         self._lingering = False
         self._head_logged = False
+        self._said_last = False
         service.connections[self.fd] = self
         self._registered = 0
         # The request often arrives with the connection: serve it before asking the loop to
@@ -347,7 +349,17 @@ class Connection:
             if request is not None and self.service.debug_http is None:
                 self.started = time.monotonic()
                 self.request = request
-                self._dispatch()
+                if request.keep_alive:
+                    self._dispatch()
+                    return
+                # The client's last request (RFC 9112 §9.6: it sends no more after it),
+                # and all it sent so far: if the response goes out now, nothing is left
+                # unread (see `_shutdown_and_close`).
+                self._said_last = True
+                try:
+                    self._dispatch()
+                finally:
+                    self._said_last = False
                 return
             if not parser.buf:
                 self.started = time.monotonic()  # the first byte of a new request head
@@ -811,7 +823,17 @@ class Connection:
             self._registered = 0
 
     def _shutdown_and_close(self) -> None:
-        if not self._lingering and not self.parser.buf and not self._unread_input():
+        # Unread input would make the close reset the connection. Nothing is unread when the
+        # parser holds nothing and the kernel neither, which costs a system call to ask;
+        # except after `_said_last`, where the answer is known (as nginx's `lingering_close
+        # on` takes it): the client said its request was its last, that request was all a
+        # short read found, and the response went out while the app ran, the socket never
+        # left waiting. More input would be the client's own error, sent in that moment.
+        if (
+            not self._lingering
+            and not self.parser.buf
+            and (self._said_last or not self._unread_input())
+        ):
             self.close()  # nothing unread: a plain close sends our FIN after the response
             return
         # Half-close first so the client reads the whole response before our FIN
