@@ -29,7 +29,8 @@ from typing import Any
 RECV_SIZE = 64 * 1024
 ACCEPT_BATCH = 64
 # As brick does: TCP_INFO of a listener gives its accept queue's length at this offset, so a
-# wake-up takes what waits without an accept that finds the queue empty (brick's worker.py).
+# wake-up takes what waits, asking again when that is taken, without an accept that finds
+# the queue empty (brick's worker.Listener).
 _QUEUED_AT = 24
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 # As brick does: accepted sockets stay blocking in the kernel, and every recv and send says
@@ -93,8 +94,16 @@ class Floor:
                     if not answer(sock):
                         del clients[fd]
                     continue
-                queued = info(socket.IPPROTO_TCP, socket.TCP_INFO, _QUEUED_AT + 4)[_QUEUED_AT:]
-                for _ in range(min(ACCEPT_BATCH, int.from_bytes(queued, sys.byteorder)) or 1):
+                waiting = 0
+                for taken in range(ACCEPT_BATCH):
+                    if not waiting:
+                        queued = info(socket.IPPROTO_TCP, socket.TCP_INFO, _QUEUED_AT + 4)
+                        waiting = int.from_bytes(queued[_QUEUED_AT:], sys.byteorder)
+                        if not waiting:
+                            if taken:
+                                break
+                            waiting = 1
+                    waiting -= 1
                     try:
                         new_fd, _addr = accept()
                     except BlockingIOError:
