@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from brick.connection import LINGERING, Connection, Service
-from brick.loop import EVENT_WRITE
-from brick.parser import Request, RequestParser
+from brick.loop import EVENT_READ, EVENT_WRITE
+from brick.parser import IdleParser, Request, RequestParser
 from test_wsgi import StartResponse, make_builder
 
 pytestmark = pytest.mark.unit
@@ -209,3 +209,30 @@ def test_a_last_request_with_more_bytes_behind_it_lingers(kernel_asked: list[int
     conn, sock = serve(seen_before(HELLO_CLOSE) + HELLO, room=None)
     assert sock.sent.endswith(b"\r\n\r\nhello\n") and b"Connection: close" in sock.sent
     assert sock.shut and conn.state == LINGERING
+
+
+def test_a_connection_of_heads_seen_before_makes_no_parser_of_its_own() -> None:
+    # Every request is looked up whole in the head cache, so the connection keeps the
+    # worker's shared idle parser: no parser object per connection.
+    conn, sock = serve(seen_before(HELLO), room=None)
+    sock.incoming = HELLO
+    conn.handle_event(EVENT_READ)
+    assert bytes(sock.sent).count(b"\r\n\r\nhello\n") == 2
+    assert conn.parser is conn.service.idle_parser
+
+
+def test_bytes_to_keep_give_the_connection_its_own_parser() -> None:
+    # A head in two pieces must be kept between reads: the connection makes its own
+    # parser, and the shared one stays empty for the others.
+    conn, sock = serve(HELLO[:10], room=None)
+    shared = conn.service.idle_parser
+    assert conn.parser is not shared and conn.parser.buf == HELLO[:10]
+    sock.incoming = HELLO[10:]
+    conn.handle_event(EVENT_READ)
+    assert sock.sent.endswith(b"\r\n\r\nhello\n")
+    assert not shared.buf
+
+
+def test_the_idle_parser_refuses_bytes() -> None:
+    with pytest.raises(RuntimeError):
+        IdleParser().feed(HELLO)

@@ -62,7 +62,7 @@ from typing import Any, Final, Protocol
 from brick.body import BodyBuffer
 from brick.errors import HTTPError
 from brick.loop import EVENT_READ, EVENT_WRITE, EventLoop, LoopMoved
-from brick.parser import END, NEED_DATA, Limits, Request, RequestParser
+from brick.parser import END, NEED_DATA, IdleParser, Limits, Request, RequestParser
 from brick.response import CONTINUE, error_response
 from brick.wsgi import (
     ClientDisconnected,
@@ -148,6 +148,11 @@ class Service:
     on_request_done: Callable[[], None] | None = None
     connections: dict[int, Connection] = field(default_factory=dict)
     draining: bool = False
+    # What each connection's `parser` is until it has bytes to keep (parser.IdleParser).
+    idle_parser: RequestParser = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.idle_parser = IdleParser(self.limits)
 
     def sweep(self, now: float) -> None:
         """Act on connections whose deadline passed. Called periodically by the worker.
@@ -249,7 +254,7 @@ class Connection:
         self.peer = peer
         self.builder = builder
         self.trusted = builder.is_trusted(peer[0])
-        self.parser = RequestParser(service.limits)
+        self.parser = service.idle_parser  # its own parser is made when it has bytes to keep
         self.request: Request | None = None
         self.body: BodyBuffer | None = None
         self.outbuf = bytearray()
@@ -315,7 +320,7 @@ class Connection:
             except OSError:
                 data = b""
             if data:
-                self.parser.feed(data)
+                self._own_parser().feed(data)
                 return
         self._unregister()
 
@@ -363,8 +368,15 @@ class Connection:
                 return
             if not parser.buf:
                 self.started = time.monotonic()  # the first byte of a new request head
-        parser.feed(data)
+        self._own_parser().feed(data)
         self.process()
+
+    def _own_parser(self) -> RequestParser:
+        """This connection's parser, made when it first has bytes to keep."""
+        parser = self.parser
+        if parser is self.service.idle_parser:
+            parser = self.parser = RequestParser(self.service.limits)
+        return parser
 
     # -- parsing -----------------------------------------------------------------------
 

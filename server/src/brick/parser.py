@@ -745,3 +745,16 @@ class RequestParser:
         self._scan = self._lines = 0
         self._state = _HEAD
         return END
+
+
+class IdleParser(RequestParser):
+    """The parser a worker's connections start with, all the same one: it looks requests
+    up in the head cache (`cached_head`) and keeps no bytes. Most connections never need
+    more (every request a head seen before, or one request and a close); one that has
+    bytes to keep (a new head, a body, a pipelined request) makes its own parser first.
+    `feed` refuses, so that no bytes can land in the shared one."""
+
+    __slots__ = ()
+
+    def feed(self, data: bytes) -> None:
+        raise RuntimeError("the shared idle parser keeps no bytes: feed the connection's own")
