@@ -451,7 +451,8 @@ class Connection:
         self._release_body()
         self.request = None
         self.keep_alive = False
-        self.parser = RequestParser(self.service.limits)  # drop whatever was buffered
+        # Drop whatever was buffered: nothing after a refused request is ever parsed.
+        self.parser = self.service.idle_parser
         self._lingering = True
         try:
             self.write(error_response(status, head_only=head_only), last=True)
