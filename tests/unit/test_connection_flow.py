@@ -8,11 +8,12 @@ long pipeline answered after one flush) are reached every time.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from brick.connection import LINGERING, Connection, Service
+from brick.connection import LINGERING, READING, Connection, Service
 from brick.loop import EVENT_READ, EVENT_WRITE
 from brick.parser import IdleParser, Request, RequestParser
 from test_wsgi import StartResponse, make_builder
@@ -236,3 +237,46 @@ def test_bytes_to_keep_give_the_connection_its_own_parser() -> None:
 def test_the_idle_parser_refuses_bytes() -> None:
     with pytest.raises(RuntimeError):
         IdleParser().feed(HELLO)
+
+
+@pytest.mark.parametrize(
+    ("incoming", "timeout"),
+    [
+        (b"", "keepalive_timeout"),  # nothing yet
+        (b"\r\n\r\n", "keepalive_timeout"),  # the empty lines a request may follow
+        (HELLO[:10], "header_timeout"),  # part of a head
+    ],
+    ids=["nothing", "empty lines", "part of a head"],
+)
+def test_a_new_connection_waits_under_the_deadline_of_what_it_sent(
+    incoming: bytes, timeout: str
+) -> None:
+    service = Service(app=app, loop=RecordingLoop(), keepalive_timeout=5.0, header_timeout=9.0)  # type: ignore[arg-type]
+    before = time.monotonic()
+    conn = Connection(service, ScriptedSocket(incoming), ("127.0.0.1", "5555"), make_builder())  # type: ignore[arg-type]
+    assert conn.state == READING and service.loop.events[99] == EVENT_READ  # type: ignore[attr-defined]
+    assert before <= conn.started <= time.monotonic()
+    assert conn.deadline == conn.started + getattr(service, timeout)
+    service.sweep(conn.started + 4.9)
+    assert conn.state == READING  # not timed out early
+
+
+def echo_remote_addr(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    body = environ["REMOTE_ADDR"].encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+
+def test_each_connection_from_a_peer_gets_the_trust_of_its_address() -> None:
+    # Trust is decided once per address and kept: later connections from the same
+    # address are trusted, or not, exactly as the first.
+    builder = make_builder(forwarded_trusted_ips=frozenset({"10.0.0.0/8"}))
+    service = Service(app=echo_remote_addr, loop=RecordingLoop())  # type: ignore[arg-type]
+    forwarded = b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n"
+    for _ in range(3):
+        for peer, seen in [("10.1.2.3", b"198.51.100.7"), ("192.0.2.1", b"192.0.2.1")]:
+            sock = ScriptedSocket(forwarded)
+            sock.room = None
+            Connection(service, sock, (peer, "5555"), builder)  # type: ignore[arg-type]
+            assert sock.sent.endswith(b"\r\n\r\n" + seen)
+    assert builder.peer_trust == {"10.1.2.3": True, "192.0.2.1": False}

@@ -286,6 +286,25 @@ def test_a_repeated_head_is_kept_for_its_second_and_its_date_moves_on(
     assert later.replace(b":21 GMT", b":20 GMT") == first
 
 
+def test_an_app_answers_heads_follow_the_clock_both_ways(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The heads kept for one checked answer carry the Date of the second they were made
+    # in; a clock set back gets the earlier second's Date again, not a Date from the future.
+    now = [1_700_000_000.75]
+    monkeypatch.setattr(response.time, "time", lambda: now[0])
+    kept = response.KeptHeads("200 OK", "Content-Length: 2\r\n")
+    first = kept.head(False)
+    assert b"Date: Tue, 14 Nov 2023 22:13:20 GMT\r\n" in first
+    assert kept.head(True) == first[:-2] + b"Connection: close\r\n\r\n"
+    now[0] += 0.2
+    assert kept.head(False) is first
+    now[0] += 0.1
+    assert b":21 GMT" in kept.head(False) and b":21 GMT" in kept.head(True)
+    now[0] -= 10
+    assert b":11 GMT" in kept.head(False) and b":11 GMT" in kept.head(True)
+
+
 def test_the_heads_kept_are_bounded() -> None:
     for n in range(3 * response._HEADS_MAX):
         head = response.usual_head("200 OK", f"Content-Length: {n}\r\n", n % 2 == 0)
@@ -298,7 +317,9 @@ def test_only_http_1_1_heads_without_the_apps_date_or_server_are_kept(
 ) -> None:
     kept: list[tuple[str, bool]] = []
     monkeypatch.setattr(
-        wsgi, "usual_head", lambda status, block, close: kept.append((block, close)) or b""
+        response.KeptHeads,
+        "head",
+        lambda self, close: kept.append((self.block, close)) or b"",
     )
     cases = [
         ("HTTP/1.1", [], True),
@@ -330,16 +351,16 @@ def whole_answer(
     keep_alive: bool = True,
     method: str = "GET",
     status: str = "200 OK",
-    usual: bool | None = None,
+    general: bool = False,
 ) -> tuple[bytes, list[tuple[str, int]], bool]:
     """send_whole for one HTTP/1.1 response: the bytes, the output calls, and keep-alive.
-    `usual=False` makes the cycle take the general path (through `_head`)."""
+    `general` makes the cycle take the general path (through `_head`)."""
     request = kept(f"{method} / HTTP/1.1\r\nHost: t\r\n\r\n".encode())
     out = MemoryOutput()
     cycle = wsgi._Cycle(request, out, keep_alive)
     cycle.start_response(status, list(headers))
-    if usual is not None:
-        cycle.usual = usual
+    if general:
+        cycle.usual = None
     cycle.send_whole(body)
     return bytes(out.data), out.calls, cycle.keep_alive
 
@@ -349,7 +370,7 @@ def test_the_usual_answer_skips_the_framing_decision_and_sends_what_it_would_hav
     monkeypatch: pytest.MonkeyPatch, keep_alive: bool
 ) -> None:
     headers = [("Content-Type", "text/plain"), ("Content-Length", "5")]
-    general = whole_answer(headers, [b"hello"], keep_alive=keep_alive, usual=False)
+    general = whole_answer(headers, [b"hello"], keep_alive=keep_alive, general=True)
 
     def no_head(self: Any, known_length: int | None) -> bytes:
         raise AssertionError("the usual answer took the general path")
@@ -381,7 +402,7 @@ def test_every_other_whole_answer_takes_the_general_path(
     method: str,
     status: str,
 ) -> None:
-    general = whole_answer(headers, body, method=method, status=status, usual=False)
+    general = whole_answer(headers, body, method=method, status=status, general=True)
     heads: list[int | None] = []
     real_head = wsgi._Cycle._head
 

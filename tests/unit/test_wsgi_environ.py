@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from brick import __version__
+from brick import __version__, wsgi
 from brick.wsgi import EnvironBuilder, FileWrapper
 from test_wsgi import (
     PEER,
@@ -438,3 +438,12 @@ def test_untrusted_forwarded_prefix_keeps_the_static_root() -> None:
         get("/root/x", ("X-Forwarded-Prefix", "/evil")), make_builder(root_path="/root")
     )
     assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/root", "/x")
+
+
+def test_the_trust_kept_per_address_is_bounded() -> None:
+    builder = make_builder(forwarded_trusted_ips=frozenset({"10.0.0.0/8"}))
+    for n in range(3 * wsgi._PEER_TRUST_MAX):
+        address = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        assert builder.is_trusted(address)
+        assert not builder.is_trusted(f"192.0.{n >> 8 & 255}.{n & 255}")
+    assert len(builder.peer_trust) <= wsgi._PEER_TRUST_MAX

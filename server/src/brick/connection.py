@@ -253,7 +253,8 @@ class Connection:
         self.fd = sock.fileno()
         self.peer = peer
         self.builder = builder
-        self.trusted = builder.is_trusted(peer[0])
+        trusted = builder.peer_trust.get(peer[0])
+        self.trusted = builder.is_trusted(peer[0]) if trusted is None else trusted
         self.parser = service.idle_parser  # its own parser is made when it has bytes to keep
         self.request: Request | None = None
         self.body: BodyBuffer | None = None
@@ -266,8 +267,9 @@ class Connection:
         self.file_fd = -1
         self.state = READING
         self.keep_alive = True
-        self.started = time.monotonic()
-        self.deadline = self.started + service.keepalive_timeout
+        # When the request began, and the state's deadline: set by the first read, or
+        # below when it found no request.
+        self.started = self.deadline = 0.0
         # linger_until: set when LINGERING begins, read only then.
         self._in_process = False
         self._lingering = False
@@ -281,6 +283,11 @@ class Connection:
         if self._registered:
             return
         state = self.state
+        if state == READING and not self.deadline:
+            # Nothing yet (or only the empty lines a request may follow): the keep-alive
+            # deadline applies, counted from now.
+            self.started = time.monotonic()
+            self.deadline = self.started + service.keepalive_timeout
         if state == READING or (state == BUSY and self.keep_alive):
             # A pool thread has a Connection: close request: there is no next request to
             # read ahead, so the socket is left alone until the loop closes it.

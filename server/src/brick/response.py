@@ -45,33 +45,51 @@ def build_head(status: str, header_block: str) -> bytes:
     return f"HTTP/1.1 {status}\r\n{header_block}\r\n".encode("latin-1")
 
 
-# The usual heads of the current second, by status, header block and whether the
-# connection closes: a response repeated within the second (the same app answer to the
-# same request) reuses its head instead of building and encoding it again. They carry the
-# Date of `_heads_second`, and are dropped when the clock leaves that second.
-_heads: dict[tuple[str, str, bool], bytes] = {}
-_heads_second = -1
+class KeptHeads:
+    """The usual heads of one status and header block, for the current second: the head
+    of an HTTP/1.1 response whose app set neither Date nor Server, with our Date and
+    Server added, kept with keep-alive and with `Connection: close`. A response repeated
+    within the second (the same app answer to the same request) reuses its head instead
+    of building and encoding it again; the clock leaving the second renews both."""
+
+    __slots__ = ("block", "closing", "open", "since", "status", "until")
+
+    def __init__(self, status: str, header_block: str) -> None:
+        self.status = status
+        self.block = header_block
+        self.since = self.until = 0.0  # the second the heads carry: none yet
+        self.open = self.closing = b""
+
+    def head(self, close: bool) -> bytes:
+        """The head, ending with `Connection: close` if `close`."""
+        if not self.since <= time.time() < self.until:
+            self._renew()
+        return self.closing if close else self.open
+
+    def _renew(self) -> None:
+        date = date_header()  # the line of the second it finds, which the heads then carry
+        self.since = float(_date_second)
+        self.until = self.since + 1.0
+        block = f"{self.block}{date}{SERVER_HEADER}"
+        self.open = build_head(self.status, block)
+        self.closing = build_head(self.status, block + "Connection: close\r\n")
+
+
+# Kept heads of header blocks no app answer keeps its own of (see `usual_head`).
+_heads: dict[tuple[str, str], KeptHeads] = {}
 _HEADS_MAX: Final = 256
 
 
 def usual_head(status: str, header_block: str, close: bool) -> bytes:
     """`build_head` with our Date and Server added, and `Connection: close` if `close`: the
     head of an HTTP/1.1 response whose app set neither Date nor Server."""
-    global _heads_second
-    if int(time.time()) != _heads_second:
-        date_header()  # the line of the second it finds, which the heads kept from now on carry
-        _heads.clear()
-        _heads_second = _date_second
-    key = (status, header_block, close)
-    head = _heads.get(key)
-    if head is None:
+    key = (status, header_block)
+    kept = _heads.get(key)
+    if kept is None:
         if len(_heads) >= _HEADS_MAX:
             _heads.clear()
-        block = f"{header_block}{_date_line}{SERVER_HEADER}"
-        if close:
-            block += "Connection: close\r\n"
-        head = _heads[key] = build_head(status, block)
-    return head
+        kept = _heads[key] = KeptHeads(status, header_block)
+    return kept.head(close)
 
 
 def chunk(data: bytes) -> list[bytes]:

@@ -42,6 +42,7 @@ from brick.response import (
     CHUNK_END,
     NO_BODY_STATUSES,
     SERVER_HEADER,
+    KeptHeads,
     build_head,
     chunk,
     date_header,
@@ -170,6 +171,7 @@ def decode_path(raw: str) -> str:
 _HOST_CACHE: dict[str, tuple[str, str]] = {}  # a server sees few distinct Host values
 _HOST_CACHE_MAX: Final = 256
 _ENVIRON_CACHE_MAX: Final = 256  # per builder and trust; as many as the parser's head cache
+_PEER_TRUST_MAX: Final = 1024  # peer addresses whose trust a builder keeps
 _GOOD_STATUSES: set[str] = set()  # statuses already checked: apps repeat a handful
 
 
@@ -233,6 +235,9 @@ class EnvironBuilder:
         # is kept alive by its entry, so its id cannot be reused meanwhile.
         self._cache: dict[int, tuple[Request, dict[str, Any]]] = {}
         self._trusted_cache: dict[int, tuple[Request, dict[str, Any]]] = {}
+        # Peer address -> is_trusted's answer: a worker's clients come from a few addresses
+        # (its proxies, or the same clients again), so a connection looks its peer up here.
+        self.peer_trust: dict[str, bool] = {}
 
     def set_multiprocess(self, multiprocess: bool) -> None:
         """The worker count changed (TTIN, TTOU): environs from now on say so."""
@@ -242,8 +247,13 @@ class EnvironBuilder:
             self._trusted_cache.clear()
 
     def is_trusted(self, peer_ip: str) -> bool:
-        """May this peer set X-Forwarded-*? Unix-socket peers (no address) are trusted."""
-        return self.trust_all or not peer_ip or self._is_trusted_proxy(peer_ip)
+        """May this peer set X-Forwarded-*? Unix-socket peers (no address) are trusted.
+        The answer is kept in `peer_trust`."""
+        trusted = self.trust_all or not peer_ip or self._is_trusted_proxy(peer_ip)
+        if len(self.peer_trust) >= _PEER_TRUST_MAX:
+            self.peer_trust.clear()
+        self.peer_trust[peer_ip] = trusted
+        return trusted
 
     def _is_trusted_proxy(self, ip: str) -> bool:
         """Is `ip` one of the trusted addresses, or inside one of the trusted networks?"""
@@ -405,7 +415,8 @@ _LINE_CACHE: dict[tuple[str, str], str] = {}
 _LINE_CACHE_MAX: Final = 1024
 # (status, *headers) of a response already checked -> what start_response made of it.
 # Apps answer most requests with a few status and header lists that repeat exactly.
-_Checked = tuple[int, str, int | None, bool, bool, bool, bool]  # what _check_response found
+# What _check_response found.
+_Checked = tuple[int, str, int | None, bool, bool, bool, KeptHeads | None]
 _HEADERS_CACHE: dict[tuple[Any, ...], _Checked] = {}
 _HEADERS_CACHE_MAX: Final = 512
 _HEADERS_CACHE_ITEMS: Final = 16  # longer lists (cookies, CORS sets) are checked each time
@@ -424,8 +435,8 @@ def _as_bytes(data: object) -> bytes:
 def _check_response(status: str, headers: list[tuple[str, str]]) -> _Checked:
     """Check what an app gave start_response; raise AppError for anything that could not
     be written as a well-formed head. Returns the status code, the header block, the
-    app's Content-Length, whether it set Date, set Server, and asked to close, and whether
-    it did none of these three (the head is then one `usual_head` may keep)."""
+    app's Content-Length, whether it set Date, set Server, and asked to close, and, when it
+    did none of these three, the heads kept for it (`KeptHeads`)."""
     if type(status) is not str or status not in _GOOD_STATUSES:
         if type(status) is not str or not _STATUS_RE.fullmatch(status):
             raise AppError(f"invalid status {status!r}")
@@ -487,8 +498,9 @@ def _check_response(status: str, headers: list[tuple[str, str]]) -> _Checked:
     code = int(status[:3])
     if code < 200:
         raise AppError(f"informational status {status!r} cannot end a WSGI response")
-    plain = not (has_date or has_server or app_close)
-    return code, "".join(lines), content_length, has_date, has_server, app_close, plain
+    block = "".join(lines)
+    kept = None if has_date or has_server or app_close else KeptHeads(status, block)
+    return code, block, content_length, has_date, has_server, app_close, kept
 
 
 class _Cycle(Outcome):
@@ -561,7 +573,7 @@ class _Cycle(Outcome):
             self.has_date,
             self.has_server,
             self.app_close,
-            plain,
+            kept,
         ) = checked
         self.status = status
         self.status_code = code
@@ -569,11 +581,11 @@ class _Cycle(Outcome):
         request = self.request
         if code in NO_BODY_STATUSES or request.method == "HEAD":
             self.no_body = True
-            self.usual = False
+            self.usual = None
         else:
             self.no_body = False
-            # `send_whole` may then finish the head itself (see there).
-            self.usual = plain and request.version == "HTTP/1.1"
+            # `send_whole` may then take the head from these (see there).
+            self.usual = kept if request.version == "HTTP/1.1" else None
         return self.write
 
     # -- sending -----------------------------------------------------------------------
@@ -706,16 +718,17 @@ class _Cycle(Outcome):
         else:
             body = b"".join([p if type(p) is bytes else _as_bytes(p) for p in parts])
         size = len(body)
-        if self.usual and size == self.content_length and size <= _JOIN_LIMIT:
+        usual = self.usual
+        if usual is not None and size == self.content_length and size <= _JOIN_LIMIT:
             # The usual answer, taken first: the body the app announced, on HTTP/1.1, with
             # our Date and Server. What `_head` would decide is known, and so is the head:
-            # it is the one `usual_head` keeps.
+            # it is one of those kept for this status and header block.
             self.head_sent = True
             self.sent = size
             if self.keep_alive:
-                self.out.write(usual_head(self.status, self.header_block, False) + body)
+                self.out.write(usual.head(False) + body)
             else:
-                self.out.write(usual_head(self.status, self.header_block, True) + body, last=True)
+                self.out.write(usual.head(True) + body, last=True)
             return
         declared = self.content_length
         if declared is None:
