@@ -280,3 +280,13 @@ def test_each_connection_from_a_peer_gets_the_trust_of_its_address() -> None:
             Connection(service, sock, (peer, "5555"), builder)  # type: ignore[arg-type]
             assert sock.sent.endswith(b"\r\n\r\n" + seen)
     assert builder.peer_trust == {"10.1.2.3": True, "192.0.2.1": False}
+
+
+def test_the_idle_parser_finds_heads_seen_before_and_only_those() -> None:
+    idle = IdleParser()
+    head = seen_before(b"GET /idle HTTP/1.1\r\nHost: test\r\n\r\n")
+    request = idle.cached_head(head)
+    assert isinstance(request, Request) and request.target == "/idle"
+    assert idle.cached_head(b"GET /other HTTP/1.1\r\nHost: test\r\n\r\n") is None
+    assert idle.cached_head(head + head) is None  # two pipelined heads: parsed as usual
+    assert not idle.buf

@@ -588,17 +588,16 @@ class Connection:
         self._finish_response()
 
     def _finish_response(self) -> None:
+        """The app is done, or paused: once the client has the whole response, close, or
+        wait for the next request (or take the one read ahead)."""
         if self.state == CLOSED:
             return
         if self.outbuf or self.file_fd >= 0 or self.suspended is not None:
-            # The client has not taken it all yet: the loop sends the rest.
+            # The client has not taken it all yet: the loop sends the rest, then comes back.
             self.state = WRITING
             self.deadline = time.monotonic() + self.service.send_timeout
             self._register(EVENT_WRITE)
             return
-        self._response_sent()
-
-    def _response_sent(self) -> None:
         service = self.service
         if not self.keep_alive or (service.draining and not self.parser.buf):
             self._shutdown_and_close()
@@ -807,7 +806,7 @@ class Connection:
                 self.deadline = time.monotonic() + self.service.send_timeout
         else:
             self.paused = False
-            self._response_sent()
+            self._finish_response()  # all sent
 
     def _end_file(self) -> None:
         if self.file_fd >= 0:
