@@ -195,3 +195,21 @@ def test_client_closing_before_the_response(serve: Serve, threads: str) -> None:
     time.sleep(0.6)
     hello_now(server)
     assert server.proc.poll() is None
+
+
+def test_many_clients_pipelining_at_once_each_get_their_answers_in_order(serve: Serve) -> None:
+    # Whole keep-alive responses wait for the end of the loop's turn and go out together:
+    # every client still gets exactly its own answers, in order, and can go on.
+    server = serve_conn(serve)
+    wires = [Wire.connect(server) for _ in range(16)]
+    try:
+        for round_ in range(2):
+            for n, w in enumerate(wires):
+                w.send(b"".join(request("POST", "/echo", body=f"{n}.{round_}.{i}".encode())
+                                for i in range(4)))  # fmt: skip
+            for n, w in enumerate(wires):
+                bodies = [w.read_response().body for _ in range(4)]
+                assert bodies == [f"{n}.{round_}.{i}".encode() for i in range(4)]
+    finally:
+        for w in wires:
+            w.close()

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from brick.connection import LINGERING, READING, Connection, Service
+from brick.connection import LINGERING, READING, WRITING, Connection, Service
 from brick.loop import EVENT_READ, EVENT_WRITE
 from brick.parser import IdleParser, Request, RequestParser
 from test_wsgi import StartResponse, make_builder
@@ -290,3 +290,74 @@ def test_the_idle_parser_finds_heads_seen_before_and_only_those() -> None:
     assert idle.cached_head(b"GET /other HTTP/1.1\r\nHost: test\r\n\r\n") is None
     assert idle.cached_head(head + head) is None  # two pipelined heads: parsed as usual
     assert not idle.buf
+
+
+def held_service() -> Service:
+    return Service(app=app_or_stream, loop=RecordingLoop(), held=[])  # type: ignore[arg-type]
+
+
+def app_or_stream(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    if environ["PATH_INFO"] == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"one", b"two"])
+    return app(environ, start_response)
+
+
+def open_with(service: Service, incoming: bytes, room: int | None = None) -> ScriptedSocket:
+    sock = ScriptedSocket(incoming)
+    sock.room = room
+    Connection(service, sock, ("127.0.0.1", "5555"), make_builder())  # type: ignore[arg-type]
+    return sock
+
+
+def test_whole_keep_alive_responses_wait_for_the_end_of_the_loops_turn() -> None:
+    service = held_service()
+    first = open_with(service, HELLO)
+    second = open_with(service, HELLO)
+    assert not first.sent and not second.sent  # held while the turn goes on
+    conn = service.connections[99]
+    assert service.loop.events == {}  # type: ignore[attr-defined]  # no epoll call for it
+    service.send_held()
+    assert first.sent.endswith(b"\r\n\r\nhello\n") and second.sent == first.sent
+    assert conn.state == READING and service.loop.events[99] == EVENT_READ  # type: ignore[attr-defined]
+    assert service.held == []
+
+
+def test_pipelined_requests_held_are_all_answered_before_the_loop_waits() -> None:
+    service = held_service()
+    sock = open_with(service, HELLO + HELLO + HELLO)
+    assert not sock.sent
+    service.send_held()
+    assert bytes(sock.sent).count(b"\r\n\r\nhello\n") == 3 and service.held == []
+
+
+def test_a_held_response_the_kernel_takes_in_part_is_finished_by_the_loop() -> None:
+    service = held_service()
+    sock = open_with(service, HELLO, room=10)
+    conn = service.connections[99]
+    service.send_held()
+    assert len(sock.sent) == 10 and conn.state == WRITING
+    assert service.loop.events[99] == EVENT_WRITE  # type: ignore[attr-defined]
+    sock.room = None
+    conn.handle_event(EVENT_WRITE)
+    assert sock.sent.endswith(b"\r\n\r\nhello\n") and conn.state == READING
+
+
+@pytest.mark.parametrize(
+    "head",
+    [HELLO_CLOSE, b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n"],
+    ids=["close", "stream"],
+)
+def test_closing_and_streamed_responses_are_never_held(head: bytes) -> None:
+    service = held_service()
+    sock = open_with(service, head, room=None)
+    assert sock.sent.startswith(b"HTTP/1.1 200 OK\r\n") and service.held == []
+    assert b"hello\n" in sock.sent or b"one" in sock.sent
+
+
+def test_a_held_response_of_a_closed_connection_is_dropped() -> None:
+    service = held_service()
+    sock = open_with(service, HELLO)
+    service.connections[99].close()
+    service.send_held()
+    assert not sock.sent and sock.closed

@@ -377,7 +377,8 @@ def test_the_usual_answer_skips_the_framing_decision_and_sends_what_it_would_hav
 
     monkeypatch.setattr(wsgi._Cycle, "_head", no_head)
     assert whole_answer(headers, [b"hello"], keep_alive=keep_alive) == general
-    kind = "write" if keep_alive else "write_last"  # a closing answer holds its FIN with it
+    # A closing answer holds its FIN with it; a keep-alive one may wait for the turn's end.
+    kind = "write_whole" if keep_alive else "write_last"
     assert general[1] == [(kind, len(general[0]))]
     assert (b"Connection: close\r\n" in general[0]) is not keep_alive
 

@@ -36,6 +36,15 @@ The last bytes of a response after which the connection closes are sent with MSG
 kernel holds them until the close, which sets its FIN on the same segment, so the client is
 woken once for the end of the response and of the connection.
 
+A whole keep-alive response the app gave in one piece is held, with --threads 1, until the
+loop's turn ends, and the turn's held responses are then sent one after another
+(`Service.send_held`). A client asleep waiting for responses is woken by the first and
+finds the others there, instead of being woken, and going back to sleep, once for each:
+each wake-up costs the sender in the kernel, and a client of many connections (a proxy, a
+load generator) is woken far less often. The response waits at most for the other
+requests of the same turn, which the loop thread would have run before reading this
+client's next request anyway. A streamed body is never held: it goes out as it comes.
+
 Deadlines are not timers: each connection keeps one `deadline`, and the worker calls
 `Service.sweep` a few times a second. A pool thread hands a finished request back to the loop
 thread with `call_soon_threadsafe`; all state changes happen in the loop thread. (With a pool,
@@ -148,11 +157,25 @@ class Service:
     on_request_done: Callable[[], None] | None = None
     connections: dict[int, Connection] = field(default_factory=dict)
     draining: bool = False
+    # The connections whose whole keep-alive response waits for the end of the loop's
+    # turn (`send_held`); None: every response is sent at once (app threads, tests).
+    held: list[Connection] | None = None
     # What each connection's `parser` is until it has bytes to keep (parser.IdleParser).
     idle_parser: RequestParser = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.idle_parser = IdleParser(self.limits)
+
+    def send_held(self) -> None:
+        """Send the responses held in this turn of the loop. Called by the worker after
+        the turn's events. A response sent may let a pipelined request be answered, and
+        its response held in turn: those go too, before the loop waits again."""
+        held = self.held
+        while held:
+            batch = held.copy()
+            held.clear()
+            for conn in batch:
+                conn.send_held()
 
     def sweep(self, now: float) -> None:
         """Act on connections whose deadline passed. Called periodically by the worker.
@@ -215,6 +238,7 @@ class Service:
 class Connection:
     __slots__ = (
         "_head_logged",
+        "_held",
         "_in_process",
         "_lingering",
         "_registered",
@@ -275,6 +299,7 @@ class Connection:
         self._lingering = False
         self._head_logged = False
         self._said_last = False
+        self._held = False  # a whole response waits in outbuf for the turn's end
         service.connections[self.fd] = self
         self._registered = 0
         # The request often arrives with the connection: serve it before asking the loop to
@@ -593,10 +618,12 @@ class Connection:
         if self.state == CLOSED:
             return
         if self.outbuf or self.file_fd >= 0 or self.suspended is not None:
-            # The client has not taken it all yet: the loop sends the rest, then comes back.
+            # The client has not taken it all yet: the loop sends the rest, then comes back
+            # (a held response: at the turn's end, `send_held`).
             self.state = WRITING
-            self.deadline = time.monotonic() + self.service.send_timeout
-            self._register(EVENT_WRITE)
+            if not self._held:
+                self.deadline = time.monotonic() + self.service.send_timeout
+                self._register(EVENT_WRITE)
             return
         service = self.service
         if not self.keep_alive or (service.draining and not self.parser.buf):
@@ -628,7 +655,7 @@ class Connection:
 
     # -- the Output interface used by wsgi.run_app ---------------------------------------
 
-    def write(self, data: bytes, last: bool = False) -> None:
+    def write(self, data: bytes, last: bool = False, whole: bool = False) -> None:
         """Send what the kernel takes now; what it does not, the loop sends later.
 
         `last`: only our FIN follows these bytes. MSG_MORE has the kernel hold the final
@@ -640,6 +667,12 @@ class Connection:
             self._debug_response(data)
         if self.outbuf or self.file_fd >= 0:
             self._queue(data)
+            return
+        held = self.service.held
+        if whole and held is not None:
+            self.outbuf += data  # sent at the end of the loop's turn (see the module's doc)
+            self._held = True
+            held.append(self)
             return
         try:
             sent = self.sock.send(data, _LAST if last else _DONTWAIT)
@@ -776,6 +809,16 @@ class Connection:
                 poller = select.poll()
                 poller.register(self.fd, select.POLLOUT)
                 stalled = not poller.poll(self.service.send_timeout * 1000)
+
+    def send_held(self) -> None:
+        """The loop's turn is over: send the response held for it (`write`)."""
+        self._held = False
+        if self.state != WRITING:
+            return  # closed meanwhile
+        self._flush_ready()
+        if self.state == WRITING:  # the kernel took only part: the loop sends the rest
+            self.deadline = time.monotonic() + self.service.send_timeout
+            self._register(EVENT_WRITE)
 
     def _flush_ready(self) -> None:
         """The loop's side of WRITING: the socket is writable (or failed)."""

@@ -504,6 +504,8 @@ class Worker:
                 debug_http_printer(errors_stream or sys.stderr) if config.debug_http else None
             ),
             on_request_done=self._request_done if self.max_requests else None,
+            # With app threads a response is written from any thread: none is held.
+            held=[] if pool is None else None,
         )
         trust_all = "*" in config.forwarded_allow_ips
         listeners = []
@@ -646,7 +648,10 @@ class Worker:
         return self.pool.oldest_start(now)
 
     def _tick(self) -> None:
-        """Supervision, once per loop turn; the real work at most once per SWEEP_INTERVAL."""
+        """Supervision, once per loop turn; the real work at most once per SWEEP_INTERVAL.
+        First the responses the turn held (connection.py), before anything else waits."""
+        if self.service.held:
+            self.service.send_held()
         if self._signals:
             self._handle_signals()
         held = self.held

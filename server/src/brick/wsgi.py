@@ -80,11 +80,13 @@ class Output(Protocol):
 
     `paused` is only read by `run_app(..., suspendable=True)`. `last` marks the final bytes
     of a response after which the connection closes: nothing but the close follows them.
+    `whole` marks a whole response, in one piece, after which the connection stays open:
+    the connection may send it a little later, with others (see connection.py).
     """
 
     paused: bool
 
-    def write(self, data: bytes, last: bool = False) -> None: ...
+    def write(self, data: bytes, last: bool = False, whole: bool = False) -> None: ...
 
     def writev(self, parts: list[bytes]) -> None: ...
 
@@ -726,7 +728,7 @@ class _Cycle(Outcome):
             self.head_sent = True
             self.sent = size
             if self.keep_alive:
-                self.out.write(usual.head(False) + body)
+                self.out.write(usual.head(False) + body, whole=True)
             else:
                 self.out.write(usual.head(True) + body, last=True)
             return
@@ -748,7 +750,7 @@ class _Cycle(Outcome):
             self.out.writev([head, body])
             return
         if self.keep_alive:
-            self.out.write(head + body)  # one plain send: cheaper than building an iovec
+            self.out.write(head + body, whole=True)  # one plain send, not an iovec
         else:
             self.out.write(head + body, last=True)
 
