@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from brick import connection
 from brick.connection import LINGERING, READING, WRITING, Connection, Service
 from brick.loop import EVENT_READ, EVENT_WRITE
 from brick.parser import IdleParser, Request, RequestParser
@@ -72,6 +73,7 @@ class ScriptedSocket:
 class RecordingLoop:
     def __init__(self) -> None:
         self.events: dict[int, int] = {}
+        self.events_left = 1  # as if the turn had more to do: whole responses are held
 
     def register(self, fd: int, events: int, handler: object) -> None:
         self.events[fd] = events
@@ -361,3 +363,31 @@ def test_a_held_response_of_a_closed_connection_is_dropped() -> None:
     service.connections[99].close()
     service.send_held()
     assert not sock.sent and sock.closed
+
+
+def test_no_app_runs_while_a_response_has_been_held_too_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A slow turn must not keep a computed response from its client: once one has waited
+    # HOLD_MAX, it goes out before the next app runs.
+    now = [100.0]
+    monkeypatch.setattr(connection.time, "monotonic", lambda: now[0])
+    service = held_service()
+    first = open_with(service, HELLO)
+    now[0] += connection.HOLD_MAX / 2
+    second = open_with(service, HELLO)
+    assert not first.sent and not second.sent  # both young: held together
+    now[0] += connection.HOLD_MAX
+    third = open_with(service, HELLO)
+    assert first.sent.endswith(b"hello\n") and second.sent.endswith(b"hello\n")
+    assert not third.sent
+    service.send_held()
+    assert third.sent.endswith(b"hello\n")
+
+
+def test_the_turns_last_response_is_sent_at_once() -> None:
+    # Nothing comes after it in the turn: holding it would only cost.
+    service = held_service()
+    service.loop.events_left = 0  # type: ignore[attr-defined]
+    sock = open_with(service, HELLO)
+    assert sock.sent.endswith(b"\r\n\r\nhello\n") and service.held == []

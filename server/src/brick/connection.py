@@ -43,7 +43,9 @@ finds the others there, instead of being woken, and going back to sleep, once fo
 each wake-up costs the sender in the kernel, and a client of many connections (a proxy, a
 load generator) is woken far less often. The response waits at most for the other
 requests of the same turn, which the loop thread would have run before reading this
-client's next request anyway. A streamed body is never held: it goes out as it comes.
+client's next request anyway, and no app starts while a response has been held for
+HOLD_MAX: a response waits at most that long, and for one app after it. A streamed body
+is never held: it goes out as it comes.
 
 Deadlines are not timers: each connection keeps one `deadline`, and the worker calls
 `Service.sweep` a few times a second. A pool thread hands a finished request back to the loop
@@ -103,6 +105,7 @@ _MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)  # Linux: hold a partial segme
 # non-blocking; `sendfile` makes it so.
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _LAST: Final = _MSG_MORE | _DONTWAIT
+HOLD_MAX: Final = 0.001  # seconds a whole response may wait for the end of the loop's turn
 # What the worker adds to an accepted socket's type so that Python takes it as non-blocking
 # without a system call; 0 where the flags are missing (not Linux), and the worker then
 # makes the descriptor non-blocking as usual.
@@ -160,6 +163,7 @@ class Service:
     # The connections whose whole keep-alive response waits for the end of the loop's
     # turn (`send_held`); None: every response is sent at once (app threads, tests).
     held: list[Connection] | None = None
+    held_since: float = 0.0  # when the first of them was asked for
     # What each connection's `parser` is until it has bytes to keep (parser.IdleParser).
     idle_parser: RequestParser = field(init=False, repr=False)
 
@@ -525,6 +529,9 @@ class Connection:
             self._thread_done(environ, request, result)
             return
         # --threads 1: the app runs here, in the loop thread.
+        held = service.held
+        if held and self.started - service.held_since >= HOLD_MAX:
+            service.send_held()  # held long enough: they go before another app runs
         try:
             outcome = run_app(service.app, environ, request, self, keep_alive, suspendable=True)
         except ClientDisconnected:
@@ -669,7 +676,11 @@ class Connection:
             self._queue(data)
             return
         held = self.service.held
-        if whole and held is not None:
+        # Held only when the turn has more to do: the turn's last response, and one alone,
+        # gain nothing by waiting (and those held before it follow it at once).
+        if whole and held is not None and (held or self.service.loop.events_left):
+            if not held:
+                self.service.held_since = self.started
             self.outbuf += data  # sent at the end of the loop's turn (see the module's doc)
             self._held = True
             held.append(self)

@@ -105,6 +105,8 @@ class EventLoop:
         self.register(self._wake_r, EVENT_READ, self)
         self.running = False
         self.on_tick: Callable[[], None] | None = None  # called once per iteration
+        # While a handler runs: how many of the turn's events come after its own.
+        self.events_left = 0
 
     # -- registration ------------------------------------------------------------------
 
@@ -220,7 +222,10 @@ class EventLoop:
             except InterruptedError:
                 events = []
             self._polling = False
+            left = len(events)
             for fd, mask in events:
+                left -= 1
+                self.events_left = left
                 handler = handlers.get(fd)
                 if handler is None:
                     continue  # unregistered by an earlier handler in this batch
