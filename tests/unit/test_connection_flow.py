@@ -35,15 +35,16 @@ def must_not_block(flags: int) -> None:
 class ScriptedSocket:
     """Hands out `incoming` once; takes at most `room` bytes per send (None: everything)."""
 
-    def __init__(self, incoming: bytes) -> None:
+    def __init__(self, incoming: bytes, fd: int = 99) -> None:
         self.incoming = incoming
+        self.fd = fd
         self.room: int | None = 0
         self.sent = bytearray()
         self.closed = False
         self.shut = False
 
     def fileno(self) -> int:
-        return 99
+        return self.fd
 
     def recv(self, size: int, flags: int = 0) -> bytes:
         must_not_block(flags)
@@ -306,7 +307,7 @@ def app_or_stream(environ: dict[str, Any], start_response: StartResponse) -> Ite
 
 
 def open_with(service: Service, incoming: bytes, room: int | None = None) -> ScriptedSocket:
-    sock = ScriptedSocket(incoming)
+    sock = ScriptedSocket(incoming, fd=100 + len(service.connections))
     sock.room = room
     Connection(service, sock, ("127.0.0.1", "5555"), make_builder())  # type: ignore[arg-type]
     return sock
@@ -317,11 +318,12 @@ def test_whole_keep_alive_responses_wait_for_the_end_of_the_loops_turn() -> None
     first = open_with(service, HELLO)
     second = open_with(service, HELLO)
     assert not first.sent and not second.sent  # held while the turn goes on
-    conn = service.connections[99]
-    assert service.loop.events == {}  # type: ignore[attr-defined]  # no epoll call for it
+    assert service.loop.events == {}  # type: ignore[attr-defined]  # no epoll call for them
     service.send_held()
     assert first.sent.endswith(b"\r\n\r\nhello\n") and second.sent == first.sent
-    assert conn.state == READING and service.loop.events[99] == EVENT_READ  # type: ignore[attr-defined]
+    for sock in (first, second):
+        assert service.connections[sock.fd].state == READING
+        assert service.loop.events[sock.fd] == EVENT_READ  # type: ignore[attr-defined]
     assert service.held == []
 
 
@@ -336,10 +338,10 @@ def test_pipelined_requests_held_are_all_answered_before_the_loop_waits() -> Non
 def test_a_held_response_the_kernel_takes_in_part_is_finished_by_the_loop() -> None:
     service = held_service()
     sock = open_with(service, HELLO, room=10)
-    conn = service.connections[99]
+    conn = service.connections[sock.fd]
     service.send_held()
     assert len(sock.sent) == 10 and conn.state == WRITING
-    assert service.loop.events[99] == EVENT_WRITE  # type: ignore[attr-defined]
+    assert service.loop.events[sock.fd] == EVENT_WRITE  # type: ignore[attr-defined]
     sock.room = None
     conn.handle_event(EVENT_WRITE)
     assert sock.sent.endswith(b"\r\n\r\nhello\n") and conn.state == READING
@@ -360,7 +362,7 @@ def test_closing_and_streamed_responses_are_never_held(head: bytes) -> None:
 def test_a_held_response_of_a_closed_connection_is_dropped() -> None:
     service = held_service()
     sock = open_with(service, HELLO)
-    service.connections[99].close()
+    service.connections[sock.fd].close()
     service.send_held()
     assert not sock.sent and sock.closed
 
