@@ -679,6 +679,10 @@ LENGTH_5 = [*TEXT, ("Content-Length", "5")]
         (generator_app(), CLOSE_GET, ["write_last"]),
         (text_app(b"hello"), GET, ["write_whole"]),  # may wait for the loop's turn to end
         (generator_app(b"hello"), GET, ["writev", "write"]),  # never held: a stream
+        # The first piece is the whole announced body: nothing after it can follow.
+        (generator_app(b"hello", headers=LENGTH_5), GET, ["write_whole"]),
+        (generator_app(b"hello", b"", headers=LENGTH_5), GET, ["write_whole"]),
+        (generator_app(b"hello", headers=LENGTH_5), b"GET / HTTP/1.0\r\n\r\n", ["write_last"]),
     ],
     ids=[
         "list",
@@ -693,6 +697,9 @@ LENGTH_5 = [*TEXT, ("Content-Length", "5")]
         "empty",
         "keep-alive-list",
         "keep-alive-chunked",
+        "keep-alive-whole-body-iterated",
+        "keep-alive-whole-body-then-empty",
+        "http10-whole-body-iterated",
     ],
 )
 def test_the_end_of_a_response_before_a_close_is_marked_last(
@@ -740,6 +747,10 @@ def test_app_content_length_is_never_exceeded(errlog: Any) -> None:
     ex = exchange(text_app(b"hello world", headers=headers), validate=False)
     assert (ex.response.body, ex.response.rest) == (b"hello", b"")
     assert error_records(errlog)
+    # The whole body in the first piece went out at once; what came after is dropped.
+    ex = exchange(generator_app(b"hello", b" world", headers=headers), validate=False)
+    assert (ex.response.body, ex.response.rest) == (b"hello", b"")
+    assert ex.out.kinds == ["write_whole"] and ex.outcome.keep_alive
 
 
 @pytest.mark.parametrize("validate", [True, False])

@@ -36,7 +36,8 @@ The last bytes of a response after which the connection closes are sent with MSG
 kernel holds them until the close, which sets its FIN on the same segment, so the client is
 woken once for the end of the response and of the connection.
 
-A whole keep-alive response the app gave in one piece is held, with --threads 1, until the
+A whole keep-alive response the app gave in one piece (a list, or a first piece that is
+the whole Content-Length) is held, with --threads 1, until the
 loop's turn ends, and the turn's held responses are then sent one after another
 (`Service.send_held`). A client asleep waiting for responses is woken by the first and
 finds the others there, instead of being woken, and going back to sleep, once for each:

@@ -80,8 +80,8 @@ class Output(Protocol):
 
     `paused` is only read by `run_app(..., suspendable=True)`. `last` marks the final bytes
     of a response after which the connection closes: nothing but the close follows them.
-    `whole` marks a whole response, in one piece, after which the connection stays open:
-    the connection may send it a little later, with others (see connection.py).
+    `whole` marks a whole response (its head and all its body), after which the connection
+    stays open: the connection may send it a little later, with others (see connection.py).
     """
 
     paused: bool
@@ -639,6 +639,16 @@ class _Cycle(Outcome):
         if not data:
             return  # never an empty chunk: in chunked coding that is the terminator
         if not self.head_sent:
+            usual = self.usual
+            size = len(data)
+            if usual is not None and size == self.content_length and size <= _JOIN_LIMIT:
+                # The whole body in the first piece: the usual answer, as in `send_whole`.
+                # Nothing after it can reach the client (`_fit`), so the response is whole.
+                self.head_sent = True
+                self.sent = size
+                close = not self.keep_alive
+                self.out.write(usual.head(close) + data, last=close, whole=not close)
+                return
             head = self._head(None)
             data = self._fit(data)
             if not data:
