@@ -661,6 +661,7 @@ def test_app_connection_close_is_honoured_once() -> None:
 
 
 CLOSE_GET = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+HTTP10_GET = b"GET / HTTP/1.0\r\n\r\n"
 LENGTH_5 = [*TEXT, ("Content-Length", "5")]
 
 
@@ -671,18 +672,26 @@ LENGTH_5 = [*TEXT, ("Content-Length", "5")]
         (text_app(b"hel", b"lo"), b"GET / HTTP/1.0\r\n\r\n", ["write_last"]),
         (text_app(b"hello", headers=[*TEXT, ("Connection", "close")]), GET, ["write_last"]),
         (text_app(b"x" * 20000), CLOSE_GET, ["writev"]),  # too big to join: no hold-back
-        (generator_app(b"hello", headers=LENGTH_5), CLOSE_GET, ["write_last"]),
-        (generator_app(b"hel", b"lo", headers=LENGTH_5), CLOSE_GET, ["writev", "write_last"]),
-        (generator_app(b"hel", b"lo", headers=LENGTH_5), GET, ["writev", "write"]),
+        (iterable_app(ClosingIterable([b"hello"]), LENGTH_5), CLOSE_GET, ["write_last"]),
+        (
+            iterable_app(ClosingIterable([b"hel", b"lo"]), LENGTH_5),
+            CLOSE_GET,
+            ["writev", "write_last"],
+        ),
+        (iterable_app(ClosingIterable([b"hel", b"lo"]), LENGTH_5), GET, ["writev", "write"]),
+        # A generator may work on after its last piece: that piece is not held back.
+        (generator_app(b"hello", headers=LENGTH_5), CLOSE_GET, ["write"]),
+        (generator_app(b"hel", b"lo", headers=LENGTH_5), CLOSE_GET, ["writev", "write"]),
         (generator_app(b"hel", b"lo"), CLOSE_GET, ["writev", "writev", "write_last"]),
         (generator_app(b"hel", b"lo"), b"GET / HTTP/1.0\r\n\r\n", ["writev", "write"]),
         (generator_app(), CLOSE_GET, ["write_last"]),
         (text_app(b"hello"), GET, ["write_whole"]),  # may wait for the loop's turn to end
         (generator_app(b"hello"), GET, ["writev", "write"]),  # never held: a stream
         # The first piece is the whole announced body: nothing after it can follow.
-        (generator_app(b"hello", headers=LENGTH_5), GET, ["write_whole"]),
-        (generator_app(b"hello", b"", headers=LENGTH_5), GET, ["write_whole"]),
-        (generator_app(b"hello", headers=LENGTH_5), b"GET / HTTP/1.0\r\n\r\n", ["write_last"]),
+        (iterable_app(ClosingIterable([b"hello"]), LENGTH_5), GET, ["write_whole"]),
+        (iterable_app(ClosingIterable([b"hello", b""]), LENGTH_5), GET, ["write_whole"]),
+        (iterable_app(ClosingIterable([b"hello"]), LENGTH_5), HTTP10_GET, ["write_last"]),
+        (generator_app(b"hello", headers=LENGTH_5), GET, ["write"]),
     ],
     ids=[
         "list",
@@ -692,6 +701,8 @@ LENGTH_5 = [*TEXT, ("Content-Length", "5")]
         "whole-body-iterated",
         "body-reaching-its-length",
         "keep-alive-body-reaching-its-length",
+        "whole-body-generated",
+        "generated-body-reaching-its-length",
         "chunked",
         "close-delimited",
         "empty",
@@ -700,6 +711,7 @@ LENGTH_5 = [*TEXT, ("Content-Length", "5")]
         "keep-alive-whole-body-iterated",
         "keep-alive-whole-body-then-empty",
         "http10-whole-body-iterated",
+        "keep-alive-whole-body-generated",
     ],
 )
 def test_the_end_of_a_response_before_a_close_is_marked_last(
@@ -711,6 +723,27 @@ def test_the_end_of_a_response_before_a_close_is_marked_last(
     ex = exchange(app, raw, validate=False)
     assert ex.out.kinds == kinds
     assert ex.response.complete or ex.response.framing == "close"
+
+
+@pytest.mark.parametrize("raw", [GET, CLOSE_GET], ids=["keep-alive", "close"])
+def test_a_generator_working_after_its_last_piece_has_sent_the_response_first(
+    raw: bytes,
+) -> None:
+    # "Send the response, then clean up": the client must not wait for the clean-up. A
+    # write marked last or whole may wait (for our FIN, for the loop's turn to end).
+    out = MemoryOutput()
+    seen: list[tuple[bytes, list[str]]] = []
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
+        start_response("200 OK", LENGTH_5)
+        yield b"hello"
+        seen.append((bytes(out.data), out.kinds))  # the clean-up: what was sent by now
+
+    ex = exchange(app, raw, validate=False, out=out)
+    assert ex.response.body == b"hello" and ex.response.complete
+    [(sent, kinds)] = seen
+    assert sent == ex.raw and sent.endswith(b"\r\n\r\nhello")
+    assert not {"write_last", "write_whole"} & set(kinds)
 
 
 def test_a_500_before_the_close_is_marked_last(errlog: Any) -> None:
@@ -748,7 +781,7 @@ def test_app_content_length_is_never_exceeded(errlog: Any) -> None:
     assert (ex.response.body, ex.response.rest) == (b"hello", b"")
     assert error_records(errlog)
     # The whole body in the first piece went out at once; what came after is dropped.
-    ex = exchange(generator_app(b"hello", b" world", headers=headers), validate=False)
+    ex = exchange(iterable_app(ClosingIterable([b"hello", b" world"]), headers), validate=False)
     assert (ex.response.body, ex.response.rest) == (b"hello", b"")
     assert ex.out.kinds == ["write_whole"] and ex.outcome.keep_alive
 

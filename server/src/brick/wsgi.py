@@ -32,6 +32,7 @@ import re
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from types import GeneratorType
 from typing import IO, Any, Final, Literal, Protocol, overload
 from urllib.parse import unquote_to_bytes
 
@@ -526,6 +527,7 @@ class _Cycle(Outcome):
         "request",
         "sent",
         "status_code",
+        "streamed",
         "usual",
     )
 
@@ -537,6 +539,10 @@ class _Cycle(Outcome):
         self.head_sent = False
         self.chunked = False
         self.sent = 0
+        # The body comes from a generator, which may go on working after its last piece
+        # (the "send the response, then clean up" idiom): its pieces all go out as they
+        # come, the last one too, never held back for the end of the app.
+        self.streamed = False
 
     def start_response(
         self,
@@ -647,7 +653,10 @@ class _Cycle(Outcome):
                 self.head_sent = True
                 self.sent = size
                 close = not self.keep_alive
-                self.out.write(usual.head(close) + data, last=close, whole=not close)
+                if self.streamed:
+                    self.out.write(usual.head(close) + data)
+                else:
+                    self.out.write(usual.head(close) + data, last=close, whole=not close)
                 return
             head = self._head(None)
             data = self._fit(data)
@@ -655,7 +664,12 @@ class _Cycle(Outcome):
                 self.out.write(head)
             elif self.chunked:
                 self.out.writev([head, *chunk(data)])
-            elif self.keep_alive or self.sent != self.content_length or len(data) > _JOIN_LIMIT:
+            elif (
+                self.keep_alive
+                or self.streamed
+                or self.sent != self.content_length
+                or len(data) > _JOIN_LIMIT
+            ):
                 self.out.writev([head, data])
             else:
                 self.out.write(head + data, last=True)  # the whole body in one piece
@@ -665,7 +679,7 @@ class _Cycle(Outcome):
             return
         if self.chunked:
             self.out.writev(chunk(data))
-        elif self.keep_alive or self.sent != self.content_length:
+        elif self.keep_alive or self.streamed or self.sent != self.content_length:
             self.out.write(data)
         else:
             self.out.write(data, last=True)
@@ -911,11 +925,15 @@ def run_app(
             ):
                 pass
             elif suspendable:
+                if type(result) is GeneratorType:
+                    cycle.streamed = True
                 iterator = iter(result)
                 if not _iterate(cycle, iterator):
                     done = False
                     return Suspended(cycle, result, iterator, environ)
             else:
+                if type(result) is GeneratorType:
+                    cycle.streamed = True
                 send = cycle.send
                 for data in result:
                     send(data)
