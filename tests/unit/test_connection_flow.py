@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -299,10 +299,28 @@ def held_service() -> Service:
     return Service(app=app_or_stream, loop=RecordingLoop(), held=[])  # type: ignore[arg-type]
 
 
+class Body:
+    """An iterable body object with close(), as Flask and Django return."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.chunks)
+
+    def close(self) -> None:
+        pass
+
+
 def app_or_stream(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-    if environ["PATH_INFO"] == "/stream":
+    path = environ["PATH_INFO"]
+    if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return iter([b"one", b"two"])
+    if path in ("/iterated", "/generated"):
+        # The whole announced body in one piece, from an iterable or a generator.
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
+        return Body([b"hello\n"]) if path == "/iterated" else (c for c in [b"hello\n"])
     return app(environ, start_response)
 
 
@@ -349,14 +367,27 @@ def test_a_held_response_the_kernel_takes_in_part_is_finished_by_the_loop() -> N
 
 @pytest.mark.parametrize(
     "head",
-    [HELLO_CLOSE, b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n"],
-    ids=["close", "stream"],
+    [
+        HELLO_CLOSE,
+        b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n",
+        b"GET /generated HTTP/1.1\r\nHost: test\r\n\r\n",
+    ],
+    ids=["close", "stream", "generator"],
 )
 def test_closing_and_streamed_responses_are_never_held(head: bytes) -> None:
     service = held_service()
     sock = open_with(service, head, room=None)
     assert sock.sent.startswith(b"HTTP/1.1 200 OK\r\n") and service.held == []
     assert b"hello\n" in sock.sent or b"one" in sock.sent
+
+
+def test_a_whole_body_from_an_iterable_object_is_held() -> None:
+    service = held_service()
+    sock = open_with(service, b"GET /iterated HTTP/1.1\r\nHost: test\r\n\r\n", room=None)
+    assert not sock.sent and len(service.held) == 1  # type: ignore[arg-type]
+    service.send_held()
+    assert sock.sent.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nContent-Length: 6\r\n" in sock.sent and sock.sent.endswith(b"\r\n\r\nhello\n")
 
 
 def test_a_held_response_of_a_closed_connection_is_dropped() -> None:

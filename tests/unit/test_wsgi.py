@@ -54,6 +54,7 @@ class MemoryOutput:
         self.data = bytearray()
         self.calls: list[tuple[str, int]] = []
         self.disconnect_on = disconnect_on
+        self.paused = False  # never: it takes everything at once
 
     def _call(self, kind: str, data: bytes) -> None:
         # Only the close follows a write marked last: the server holds those bytes back
@@ -239,15 +240,20 @@ def exchange(
     peer: tuple[str, str] = PEER,
     trusted: bool = False,
     threshold: int = 1 << 16,
+    suspendable: bool = False,
 ) -> Exchange:
-    """Run `app` for one raw request and parse what a client would receive."""
+    """Run `app` for one raw request and parse what a client would receive.
+    `suspendable`: as the loop thread runs it with --threads 1."""
     request, environ, body = build_environ(
         raw, builder, peer=peer, trusted=trusted, threshold=threshold
     )
     out = out if out is not None else MemoryOutput()
     try:
         wsgi_app = validator(app) if validate else app
-        outcome = run_app(wsgi_app, environ, request, out, request.keep_alive)
+        outcome = run_app(
+            wsgi_app, environ, request, out, request.keep_alive, suspendable=suspendable
+        )
+        assert isinstance(outcome, Outcome)  # (MemoryOutput never pauses)
     finally:
         if body is not None:
             body.close()
@@ -714,32 +720,41 @@ LENGTH_5 = [*TEXT, ("Content-Length", "5")]
         "keep-alive-whole-body-generated",
     ],
 )
+@pytest.mark.parametrize("suspendable", [False, True], ids=["thread", "loop"])
 def test_the_end_of_a_response_before_a_close_is_marked_last(
-    app: App, raw: bytes, kinds: list[str]
+    app: App, raw: bytes, kinds: list[str], suspendable: bool
 ) -> None:
     # The connection sends the final bytes with MSG_MORE so the FIN leaves with them. Only
     # a write known to complete a response on a closing connection may be marked: a
     # close-delimited body cannot know it has ended, and keep-alive has no FIN to wait for.
-    ex = exchange(app, raw, validate=False)
+    ex = exchange(app, raw, validate=False, suspendable=suspendable)
     assert ex.out.kinds == kinds
     assert ex.response.complete or ex.response.framing == "close"
 
 
+@pytest.mark.parametrize("suspendable", [False, True], ids=["thread", "loop"])
 @pytest.mark.parametrize("raw", [GET, CLOSE_GET], ids=["keep-alive", "close"])
-def test_a_generator_working_after_its_last_piece_has_sent_the_response_first(
-    raw: bytes,
+@pytest.mark.parametrize("how", ["generator", "write"])
+def test_an_app_working_after_its_last_piece_has_sent_the_response_first(
+    raw: bytes, how: str, suspendable: bool
 ) -> None:
     # "Send the response, then clean up": the client must not wait for the clean-up. A
     # write marked last or whole may wait (for our FIN, for the loop's turn to end).
     out = MemoryOutput()
     seen: list[tuple[bytes, list[str]]] = []
 
-    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
+    def generated(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
         start_response("200 OK", LENGTH_5)
         yield b"hello"
         seen.append((bytes(out.data), out.kinds))  # the clean-up: what was sent by now
 
-    ex = exchange(app, raw, validate=False, out=out)
+    def written(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        start_response("200 OK", LENGTH_5)(b"hello")  # the write() callable
+        seen.append((bytes(out.data), out.kinds))
+        return []
+
+    app = generated if how == "generator" else written
+    ex = exchange(app, raw, validate=False, out=out, suspendable=suspendable)
     assert ex.response.body == b"hello" and ex.response.complete
     [(sent, kinds)] = seen
     assert sent == ex.raw and sent.endswith(b"\r\n\r\nhello")
@@ -1073,8 +1088,16 @@ def test_no_start_response_gives_a_500(errlog: Any) -> None:
     def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         return [b"forgot"]
 
+    def generated(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
+        yield b"forgot"
+
     assert_generic_500(exchange(app, validate=False))
     assert error_records(errlog)
+    errlog.clear()
+    assert_generic_500(exchange(generated, validate=False, suspendable=True))
+    assert [r.getMessage() for r in error_records(errlog)] == [
+        "WSGI contract violation in GET /: the app returned without calling start_response"
+    ]
 
 
 def test_headers_changed_after_start_response_are_not_sent_unchecked(errlog: Any) -> None:

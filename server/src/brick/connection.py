@@ -46,7 +46,8 @@ load generator) is woken far less often. The response waits at most for the othe
 requests of the same turn, which the loop thread would have run before reading this
 client's next request anyway, and no app starts while a response has been held for
 HOLD_MAX: a response waits at most that long, and for one app after it. A streamed body
-is never held: it goes out as it comes; nor is a generator's (see wsgi._Cycle.streamed).
+is never held: it goes out as it comes; nor is a generator's, nor what the write()
+callable sends (see wsgi._Cycle.streamed).
 
 Deadlines are not timers: each connection keeps one `deadline`, and the worker calls
 `Service.sweep` a few times a second. A pool thread hands a finished request back to the loop

@@ -82,7 +82,8 @@ class Output(Protocol):
     `paused` is only read by `run_app(..., suspendable=True)`. `last` marks the final bytes
     of a response after which the connection closes: nothing but the close follows them.
     `whole` marks a whole response (its head and all its body), after which the connection
-    stays open: the connection may send it a little later, with others (see connection.py).
+    is meant to stay open (it closes all the same if the app then fails): the connection
+    may send it a little later, with others (see connection.py).
     """
 
     paused: bool
@@ -539,10 +540,11 @@ class _Cycle(Outcome):
         self.head_sent = False
         self.chunked = False
         self.sent = 0
-        # The body comes from a generator, which may go on working after its last piece
-        # (the "send the response, then clean up" idiom): its pieces all go out as they
-        # come, the last one too, never held back for the end of the app.
+        # The body comes from a generator the app returned, or from the write() callable:
+        # the app may go on working after the last piece ("send the response, then clean
+        # up"), so every piece goes out as it comes, never held back for the app's end.
         self.streamed = False
+        self.usual: KeptHeads | None = None  # set by start_response
 
     def start_response(
         self,
@@ -633,6 +635,7 @@ class _Cycle(Outcome):
 
     def write(self, data: bytes) -> None:
         """The `write()` callable. Sends the head at once, even for an empty string."""
+        self.streamed = True
         if not self.head_sent and not data and type(data) is bytes:
             self.out.write(self._head(None))
         else:
