@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from brick import connection
 from brick.connection import LINGERING, READING, WRITING, Connection, Service
 from brick.loop import EVENT_READ, EVENT_WRITE
 from brick.parser import IdleParser, Request, RequestParser
-from test_wsgi import StartResponse, make_builder
+from test_wsgi import ClosingIterable, StartResponse, make_builder
 
 pytestmark = pytest.mark.unit
 
@@ -299,19 +299,6 @@ def held_service() -> Service:
     return Service(app=app_or_stream, loop=RecordingLoop(), held=[])  # type: ignore[arg-type]
 
 
-class Body:
-    """An iterable body object with close(), as Flask and Django return."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.chunks)
-
-    def close(self) -> None:
-        pass
-
-
 def app_or_stream(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     path = environ["PATH_INFO"]
     if path == "/stream":
@@ -320,7 +307,10 @@ def app_or_stream(environ: dict[str, Any], start_response: StartResponse) -> Ite
     if path in ("/iterated", "/generated"):
         # The whole announced body in one piece, from an iterable or a generator.
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
-        return Body([b"hello\n"]) if path == "/iterated" else (c for c in [b"hello\n"])
+        # (An iterable object with close(), as Flask and Django return, or a generator.)
+        if path == "/iterated":
+            return ClosingIterable([b"hello\n"])
+        return (c for c in [b"hello\n"])
     return app(environ, start_response)
 
 

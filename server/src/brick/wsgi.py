@@ -656,10 +656,9 @@ class _Cycle(Outcome):
                 self.head_sent = True
                 self.sent = size
                 close = not self.keep_alive
-                if self.streamed:
-                    self.out.write(usual.head(close) + data)
-                else:
-                    self.out.write(usual.head(close) + data, last=close, whole=not close)
+                wait = not self.streamed  # may wait for the app's end (see __init__)
+                head = usual.head(close)
+                self.out.write(head + data, last=close and wait, whole=wait and not close)
                 return
             head = self._head(None)
             data = self._fit(data)
@@ -927,20 +926,19 @@ def run_app(
                 and cycle.send_file(result)
             ):
                 pass
-            elif suspendable:
-                if type(result) is GeneratorType:
-                    cycle.streamed = True
-                iterator = iter(result)
-                if not _iterate(cycle, iterator):
-                    done = False
-                    return Suspended(cycle, result, iterator, environ)
             else:
                 if type(result) is GeneratorType:
-                    cycle.streamed = True
-                send = cycle.send
-                for data in result:
-                    send(data)
-                cycle.finish()
+                    cycle.streamed = True  # see _Cycle.__init__
+                if suspendable:
+                    iterator = iter(result)
+                    if not _iterate(cycle, iterator):
+                        done = False
+                        return Suspended(cycle, result, iterator, environ)
+                else:
+                    send = cycle.send
+                    for data in result:
+                        send(data)
+                    cycle.finish()
         except ClientDisconnected:
             cycle.keep_alive = False
             raise
